@@ -1,0 +1,185 @@
+"""The `hdshub` command: run the hub, build images, manage projects, members and data."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+
+from .state import StateDir
+
+EXIT_REFUSED = 2  # bad input: nothing was changed
+EXIT_FAILED = 1   # something broke while doing it
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hdshub",
+        description="A hardened JupyterHub for health-data research.",
+    )
+    parser.add_argument(
+        "--state-dir", type=Path,
+        help="state directory of the hub (default: $HDSHUB_STATE_DIR or ./var/state)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="run the hub on embedded defaults (foreground)")
+    up.add_argument("--bind-url", default="http://127.0.0.1:8000",
+                    help="public URL the proxy listens on (default: %(default)s)")
+    up.add_argument("--hub-port", type=int, default=8081, help="hub API port (default: %(default)s)")
+    up.add_argument("--proxy-api-port", type=int, default=8001,
+                    help="proxy API port on 127.0.0.1 (default: %(default)s)")
+    up.add_argument("--admin", default="admin", help="administrator's username (default: %(default)s)")
+    up.add_argument("--no-build", action="store_true", help="do not build missing images")
+    up.add_argument("--no-demo", action="store_true", help="do not create the demo project")
+
+    images = commands.add_parser("images", help="container images").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    build = images.add_parser("build", help="build images in dependency order, skipping up-to-date ones")
+    build.add_argument("--kit", action="append", help="build this kit (and its parents) only; repeatable")
+    build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+
+    kits = commands.add_parser("kits", help="statistics kits").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    kits.add_parser("list", help="list the kits")
+
+    project = commands.add_parser("project", help="projects").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    create = project.add_parser("create", help="create a project")
+    create.add_argument("slug", help="1-30 characters a-z, 0-9, '-'")
+    create.add_argument("--tier", required=True, help="public, private, or a custom tier")
+    create.add_argument("--kit", required=True, help="a kit from 'hdshub kits list'")
+    create.add_argument("--title", required=True, help="title shown to members")
+    member = project.add_parser("add-member", help="give a user a role in a project")
+    member.add_argument("slug")
+    member.add_argument("user")
+    member.add_argument("--role", required=True,
+                        choices=["analyst", "statistician", "clinician", "checker", "steward"])
+    project.add_parser("list", help="list projects and their members")
+
+    data = commands.add_parser("data", help="raw data").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    imp = data.add_parser("import", help="import a file into a project's read-only data (the only way in)")
+    imp.add_argument("slug")
+    imp.add_argument("file", type=Path)
+
+    user = commands.add_parser("user", help="local accounts").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    add = user.add_parser("add", help="create a local account (or reset its password)")
+    add.add_argument("username")
+    add.add_argument("--admin", action="store_true", help="make the user a hub administrator")
+    add.add_argument("--json", action="store_true", help="print {username, password} as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.state_dir:
+        os.environ["HDSHUB_STATE_DIR"] = str(args.state_dir.resolve())
+    state = StateDir.from_env()
+    try:
+        return run(args, state)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # every refusal or failure ends as one clear line
+        return report(error)
+
+
+def report(error: Exception) -> int:
+    """One clear line instead of a traceback; HDSHUB_DEBUG=1 shows the traceback."""
+    from .hub_api import HubAPIError
+
+    if os.environ.get("HDSHUB_DEBUG"):
+        raise error
+    print(f"hdshub: {error}", file=sys.stderr)
+    if isinstance(error, HubAPIError):
+        return EXIT_REFUSED if 400 <= error.status < 500 else EXIT_FAILED
+    # ValueError covers every refusal of bad input: names, config keys, commands.
+    return EXIT_REFUSED if isinstance(error, ValueError) else EXIT_FAILED
+
+
+def run(args, state: StateDir) -> int:
+    if args.command == "up":
+        from .up import public_url_checked, up
+
+        return up(
+            state, public_url_checked(args.bind_url), args.hub_port, args.proxy_api_port,
+            args.admin, build=not args.no_build, with_demo=not args.no_demo,
+        )
+    if args.command == "images":
+        from .images import build_images
+
+        for result in build_images(args.kit, force=args.force, progress=print):
+            print(f"{result.name:16} {result.status:11} {result.tag}")
+        return 0
+    if args.command == "kits":
+        from .kits import load_kits
+
+        for kit in load_kits().values():
+            print(f"{kit.name:16} {kit.image_tag:32} {kit.title['fr']} / {kit.title['en']}")
+        return 0
+
+    from .hub_api import HubAPI
+
+    from . import naming
+
+    connect = lambda: HubAPI.from_state(state)  # noqa: E731 (reach the hub only when needed)
+    if args.command == "project":
+        return run_project(args, connect)
+    if args.command == "data":
+        import docker
+
+        from .manage import import_data
+
+        naming.validate_slug(args.slug)
+        dataset = import_data(connect(), docker.from_env(), args.slug, args.file, by=getpass.getuser())
+        print(f"imported {dataset['name']} into {args.slug} "
+              f"({dataset['size']} bytes, sha256 {dataset['sha256']})")
+        return 0
+    if args.command == "user":
+        from .accounts import add_local_account
+
+        naming.validate_username(args.username)
+        password = add_local_account(connect(), state, args.username, admin=args.admin)
+        if args.json:
+            print(json.dumps({"username": args.username, "password": password}))
+        else:
+            print(f"account {args.username}: password (shown once) {password}")
+        return 0
+    raise AssertionError(args.command)
+
+
+def run_project(args, connect) -> int:
+    """connect() reaches the hub only after the arguments were checked locally."""
+    from . import manage, naming
+    from .kits import load_kits
+    from .settings import site_tiers_file
+    from .tiers import load_tiers
+
+    if args.action == "create":
+        naming.validate_slug(args.slug)
+        config_dir = os.environ.get("HDSHUB_CONFIG_DIR")
+        tiers = load_tiers(site_tiers_file(Path(config_dir) if config_dir else None))
+        project = manage.check_new_project(
+            tiers, load_kits(), args.slug, args.tier, args.kit, args.title
+        )
+        manage.create_project(connect(), project)
+        print(f"created project {project.slug} (tier {project.tier}, kit {project.kit})")
+    elif args.action == "add-member":
+        naming.validate_slug(args.slug)
+        naming.validate_username(args.user)
+        manage.add_member(connect(), args.slug, args.user, args.role)
+        print(f"{args.user} is now {args.role} in {args.slug}")
+    elif args.action == "list":
+        for project, members in manage.list_projects(connect()):
+            print(f"{project.slug:30} {project.tier:10} {project.kit:14} {project.title}")
+            for role, users in sorted(members.items()):
+                print(f"    {role:13} {', '.join(users)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

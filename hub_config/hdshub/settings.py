@@ -1,0 +1,57 @@
+"""Everything the hub needs to know, gathered and validated once at start-up.
+
+Sources, in one place: the state directory (secrets, database, the facts `hdshub up`
+decided), the site configuration directory (tiers), and the kit manifests. A bad file
+stops the hub here with a message naming the key and the expected form.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .kits import Kit, load_kits
+from .state import StateDir
+from .tiers import Tier, load_tiers
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLI_SERVICE = "hdshub-cli"
+
+
+@dataclass(frozen=True)
+class Settings:
+    state: StateDir
+    tiers: dict[str, Tier]
+    kits: dict[str, Kit]
+    hub_ip: str
+    hub_port: int
+    proxy_api_port: int
+    public_url: str
+    admin_user: str
+    config_dir: Path | None = None
+    templates_dir: Path = REPO_ROOT / "templates" / "hub"
+
+
+def site_tiers_file(config_dir: Path | None) -> Path | None:
+    if config_dir is None:
+        return None
+    path = config_dir / "tiers.yaml"
+    return path if path.exists() else None
+
+
+def load_settings(state: StateDir | None = None) -> Settings:
+    state = state or StateDir.from_env()
+    config_dir = Path(os.environ["HDSHUB_CONFIG_DIR"]) if os.environ.get("HDSHUB_CONFIG_DIR") else None
+    runtime = state.runtime()
+    return Settings(
+        state=state,
+        tiers=load_tiers(site_tiers_file(config_dir)),
+        kits=load_kits(),
+        hub_ip=runtime["hub_ip"],
+        hub_port=int(runtime["hub_port"]),
+        proxy_api_port=int(runtime["proxy_api_port"]),
+        public_url=runtime["public_url"],
+        admin_user=runtime["admin_user"],
+        config_dir=config_dir,
+    )

@@ -1,0 +1,176 @@
+"""ProjectSpawner: one hardened container per (user, project), decided by the project only.
+
+A user starts the named server `<user>/<project>`. Everything about the container follows
+from the project record in the hub database: image from the project's kit, limits from its
+tier, the project's volumes and internal network. `user_options` choose nothing: any option
+is refused, so no request can pick an image, a limit, a volume or a network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import docker.errors
+from dockerspawner import DockerSpawner
+from jupyterhub import orm
+from tornado import web
+from traitlets import Dict, Unicode, default
+
+from . import naming, project_resources
+from .projects import NOTEBOOK_ROLES, Project, roles_by_project
+
+HOME = "/home/jovyan"
+NOTEBOOK_UID = "1000:1000"
+
+
+class ProjectSpawner(DockerSpawner):
+    tiers = Dict(
+        help="Tier name -> {'cpu': float, 'memory_bytes': int, 'pids': int}, from the "
+        "validated tiers file. Set by hdshub.configurer, never by hand.",
+    ).tag(config=True)
+
+    kit_images = Dict(
+        help="Kit name -> image tag (for example 'python-stats' -> "
+        "'hdshub/python-stats:latest'). Set by hdshub.configurer from stats_kits/.",
+    ).tag(config=True)
+
+    home_size = Unicode(
+        "128m",
+        help="Size of the in-memory home directory (dotfiles, kernel runtime files); the "
+        "root filesystem is read-only.",
+    ).tag(config=True)
+
+    tmp_size = Unicode("512m", help="Size of the in-memory /tmp.").tag(config=True)
+
+    @default("object_name")
+    def _object_name_default(self):
+        # The default server has no project; it is refused in start(), never created.
+        if not self.name:
+            return f"hds-noproject.{naming.escape_username(self.user.name)}"
+        return naming.container_name(self.name, self.user.name)
+
+    # -- deciding -----------------------------------------------------------------------
+
+    def authorized_project(self) -> tuple[Project, set[str]]:
+        """The project of this server and the user's roles in it, or an HTTP error."""
+        slug = self.name
+        if not slug:
+            raise web.HTTPError(
+                400,
+                "Choisissez un projet : un serveur appartient toujours à un projet. / "
+                "Choose a project: a server always belongs to a project.",
+            )
+        group = orm.Group.find(self.user.db, name=slug)
+        project = Project.from_group(slug, group.properties) if group else None
+        if project is None:
+            raise web.HTTPError(
+                404, f"Projet inconnu : {slug}. / Unknown project: {slug}."
+            )
+        roles = roles_by_project(g.name for g in self.user.groups).get(slug, set())
+        if not roles:
+            raise web.HTTPError(
+                403,
+                f"Vous n'êtes pas membre du projet {slug} ; demandez à son responsable de "
+                f"vous y ajouter. / You are not a member of project {slug}; ask its "
+                "manager to add you.",
+            )
+        if not roles & NOTEBOOK_ROLES:
+            raise web.HTTPError(
+                403,
+                f"Votre rôle dans le projet {slug} ({', '.join(sorted(roles))}) ne donne pas "
+                f"accès aux notebooks. / Your role in project {slug} "
+                f"({', '.join(sorted(roles))}) gives no access to notebooks.",
+            )
+        if self.user_options:
+            raise web.HTTPError(
+                400,
+                "Les options de démarrage ne sont pas acceptées : l'image, les limites et "
+                "les volumes dépendent du projet. / Start options are not accepted: image, "
+                f"limits and volumes follow from the project (got: {', '.join(sorted(self.user_options))}).",
+            )
+        return project, roles
+
+    def configure_for(self, project: Project, volumes: dict[str, str], network: str) -> None:
+        """Set every container setting from the project; nothing comes from the request."""
+        tier = self.tiers.get(project.tier)
+        image = self.kit_images.get(project.kit)
+        if tier is None or image is None:
+            missing = f"tier {project.tier!r}" if tier is None else f"kit {project.kit!r}"
+            raise web.HTTPError(
+                500,
+                f"Le projet {project.slug} utilise un {missing} inconnu de ce hub ; "
+                f"contactez l'administrateur. / Project {project.slug} uses {missing}, "
+                "unknown to this hub; contact the administrator.",
+            )
+        self.image = image
+        self.allowed_images = [image]
+        self.mem_limit = tier["memory_bytes"]
+        self.cpu_limit = tier["cpu"]
+        self.network_name = network
+        self.volumes = {
+            volumes["work"]: f"{HOME}/work",
+            volumes["outputs"]: f"{HOME}/outputs",
+        }
+        self.read_only_volumes = {volumes["data"]: f"{HOME}/data"}
+        self.extra_create_kwargs = {
+            "user": NOTEBOOK_UID,
+            "working_dir": HOME,
+            "labels": {
+                project_resources.LABEL_PROJECT: project.slug,
+                "org.hdshub.user": naming.escape_username(self.user.name),
+            },
+        }
+        self.extra_host_config = {
+            "read_only": True,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true"],
+            "pids_limit": tier["pids"],
+            "init": True,
+            "privileged": False,
+            "ipc_mode": "private",
+            "tmpfs": {
+                "/tmp": f"rw,nosuid,nodev,noexec,size={self.tmp_size}",
+                HOME: f"rw,nosuid,nodev,noexec,size={self.home_size},uid=1000,gid=1000,mode=0700",
+            },
+        }
+
+    def get_env(self):
+        env = super().get_env()
+        env["HDSHUB_PROJECT"] = self.name
+        env["HOME"] = HOME
+        return env
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self):
+        project, _roles = self.authorized_project()
+        volumes, network = await asyncio.wrap_future(
+            self.executor.submit(self._ensure_project_resources, project.slug)
+        )
+        self.configure_for(project, volumes, network)
+        return await super().start()
+
+    def _ensure_project_resources(self, slug: str) -> tuple[dict[str, str], str]:
+        return (
+            project_resources.ensure_volumes(self.client, slug),
+            project_resources.ensure_network(self.client, slug),
+        )
+
+    async def pull_image(self, image):
+        """There is no registry: a missing image is an installation error, said plainly."""
+        try:
+            await self.docker("inspect_image", image)
+        except docker.errors.NotFound:
+            raise web.HTTPError(
+                503,
+                f"L'image {image} n'est pas construite sur ce serveur ; l'administrateur "
+                f"doit lancer « hdshub images build ». / Image {image} is not built on this "
+                "host; the administrator must run 'hdshub images build'.",
+            ) from None
+
+    async def stop(self, now=False):
+        # A refused start never created a container: nothing to stop.
+        if not self.object_id:
+            self.clear_state()
+            return
+        await super().stop(now=now)

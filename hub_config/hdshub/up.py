@@ -1,0 +1,154 @@
+"""`hdshub up`: the whole stack on embedded defaults, from a fresh clone, in one command.
+
+Builds missing images, prepares the host (hub address, firewall), starts JupyterHub (which
+starts configurable-http-proxy), then makes sure an administrator and the demo project
+exist. Runs in the foreground until interrupted; project servers survive a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import docker
+import docker.errors
+import requests
+
+from . import accounts, demo, firewall, manage
+from .hub_api import HubAPI
+from .settings import REPO_ROOT, load_settings
+from .state import StateDir
+
+HUB_NETWORK = "hds-hub"
+CONFIG_FILE = REPO_ROOT / "hub_config" / "jupyterhub_config.py"
+
+
+def ensure_hub_network(client: docker.DockerClient) -> str:
+    """A bridge used only to give the hub API a host address off every public interface."""
+    try:
+        network = client.networks.get(HUB_NETWORK)
+    except docker.errors.NotFound:
+        network = client.networks.create(
+            HUB_NETWORK,
+            driver="bridge",
+            internal=True,
+            options={"com.docker.network.bridge.name": HUB_NETWORK},
+            labels={"org.hdshub.purpose": "hub-address"},
+        )
+        network.reload()
+    return network.attrs["IPAM"]["Config"][0]["Gateway"]
+
+
+def wait_for(url: str, timeout: float, hub: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if hub.poll() is not None:
+            raise RuntimeError(f"JupyterHub exited ({hub.returncode}):\n{tail(log)}")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"JupyterHub did not answer at {url} within {timeout:.0f}s:\n{tail(log)}")
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def bootstrap(state: StateDir, admin_user: str, with_demo: bool, out) -> None:
+    """Create the administrator and the demo project if they do not exist yet."""
+    api = HubAPI.from_state(state)
+    if not accounts.has_local_account(state, admin_user):
+        password = accounts.add_local_account(api, state, admin_user, admin=True)
+        out(f"\n  Administrator account: {admin_user}")
+        out(f"  Password (shown once, keep it safe): {password}\n")
+    if not with_demo or api.get_group(demo.DEMO_SLUG) is not None:
+        return
+    settings = load_settings(state)
+    kit = "python-stats" if "python-stats" in settings.kits else sorted(settings.kits)[0]
+    manage.create_project(api, manage.check_new_project(
+        settings.tiers, settings.kits, demo.DEMO_SLUG, "public", kit, demo.DEMO_TITLE
+    ))
+    manage.add_member(api, demo.DEMO_SLUG, admin_user, "analyst")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = demo.write_cohort(Path(tmp) / demo.DEMO_FILE)
+        manage.import_data(api, docker.from_env(), demo.DEMO_SLUG, data, by="hdshub up")
+    out(f"[up] demo project '{demo.DEMO_SLUG}' created with a synthetic cohort")
+
+
+def up(
+    state: StateDir,
+    public_url: str,
+    hub_port: int,
+    proxy_api_port: int,
+    admin_user: str,
+    build: bool,
+    with_demo: bool,
+    out=print,
+) -> int:
+    state.ensure()
+    state.ensure_cookie_secret()
+    client = docker.from_env()
+    if build:
+        from .images import build_images
+
+        out("[up] images: building what is missing or out of date")
+        build_images(progress=out)
+    hub_ip = ensure_hub_network(client)
+    out(f"[up] hub API on {hub_ip}:{hub_port} (reachable from project networks only)")
+    firewall.apply_rules(hub_ip, hub_port)
+    state.write_runtime(
+        {
+            "hub_ip": hub_ip,
+            "hub_port": hub_port,
+            "proxy_api_port": proxy_api_port,
+            "public_url": public_url,
+            "admin_user": admin_user,
+        }
+    )
+    load_settings(state)  # fail here, with the key named, before starting anything
+
+    log = state.path / "logs" / "jupyterhub.log"
+    env = {**os.environ, "HDSHUB_STATE_DIR": str(state.path)}
+    with open(log, "ab") as log_file:
+        hub = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG_FILE)],
+            cwd=state.path, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    out(f"[up] JupyterHub starting (log: {log})")
+    try:
+        wait_for(f"http://{hub_ip}:{hub_port}/hub/api/", 90, hub, log)
+        wait_for(public_url.rstrip("/") + "/hub/login", 30, hub, log)
+        bootstrap(state, admin_user, with_demo, out)
+    except BaseException:
+        hub.terminate()
+        hub.wait(30)
+        raise
+    out(f"\n  hdshub is running: {public_url.rstrip('/')}/hub/login")
+    out(f"  Log in as '{admin_user}'. Stop with Ctrl-C.\n")
+
+    def forward(signum, _frame):
+        hub.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    return hub.wait()
+
+
+def public_url_checked(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or not parsed.port:
+        raise ValueError(f"--bind-url {url!r}: expected a URL such as http://127.0.0.1:8000")
+    return url

@@ -1,0 +1,134 @@
+"""Fixtures for integration tests: real Docker, real images, a real hub and proxy."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import docker
+import docker.errors
+import pytest
+import requests
+
+from hdshub.kits import load_kits
+from tests.conftest import IN_CI, missing_prerequisite
+from tests.support.hub import RunningHub, free_port
+
+TEST_PREFIX = "hds-it-"  # every Docker object of a test project starts with this
+
+
+def is_test_object(name: str, with_demo: bool) -> bool:
+    if name.startswith(TEST_PREFIX):
+        return True
+    return with_demo and (name == "hds-demo" or name.startswith(("hds-demo-", "hds-demo.")))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as error:  # no engine, no socket, no permission
+        missing_prerequisite(f"a running Docker Engine ({error})")
+    for kit in load_kits().values():
+        try:
+            client.images.get(kit.image_tag)
+        except docker.errors.ImageNotFound:
+            missing_prerequisite(f"image {kit.image_tag}: run 'hdshub images build'")
+    return client
+
+
+def remove_test_objects(client, with_demo: bool):
+    for container in client.containers.list(all=True):
+        if is_test_object(container.name, with_demo):
+            container.remove(force=True)
+    for volume in client.volumes.list():
+        if is_test_object(volume.name, with_demo):
+            volume.remove(force=True)
+    for network in client.networks.list():
+        if is_test_object(network.name, with_demo):
+            network.remove()
+
+
+@pytest.fixture(scope="session")
+def hub(docker_client, tmp_path_factory):
+    """One hub for the session. It creates the demo project only on a machine with no demo
+    of its own (always the case in CI), so a developer's running demo is never touched."""
+    # In CI the machine is expendable: leftovers of a developer's demo are removed.
+    demo_exists = not IN_CI and any(v.name.startswith("hds-demo-") for v in docker_client.volumes.list())
+    remove_test_objects(docker_client, with_demo=IN_CI)
+    remove_test_objects(docker_client, with_demo=False)
+    running = RunningHub(
+        state_dir=tmp_path_factory.mktemp("hub-state"),
+        public_url=f"http://127.0.0.1:{free_port()}",
+        hub_port=free_port(), proxy_api_port=free_port(),
+        with_demo=not demo_exists,
+    )
+    running.start()
+    yield running
+    running.stop()
+    # Give DockerSpawner's auto-remove a moment, then remove whatever is left.
+    time.sleep(1)
+    remove_test_objects(docker_client, with_demo=not demo_exists)
+
+
+@pytest.fixture
+def new_project(hub, docker_client, request):
+    """Factory: a fresh project `it-<random>` with the given members {user: role}."""
+    created = []
+
+    def make(members: dict[str, str], tier: str = "public", kit: str = "python-stats") -> str:
+        slug = f"it-{secrets.token_hex(3)}"
+        hub.cli("project", "create", slug, "--tier", tier, "--kit", kit, "--title", f"Test {slug}")
+        for user, role in members.items():
+            if hub.api.get_user(user) is None:
+                hub.add_user(user)
+            hub.cli("project", "add-member", slug, user, "--role", role)
+        created.append(slug)
+        return slug
+
+    yield make
+    failed = getattr(request.node, "rep_call", None) and request.node.rep_call.failed
+    for slug in created:
+        for container in docker_client.containers.list(all=True, filters={"label": f"org.hdshub.project={slug}"}):
+            if failed:
+                print(f"\n--- logs of {container.name} ---\n{container.logs(tail=80).decode(errors='replace')}")
+    if failed:
+        print(f"\n--- hub log ---\n{hub.hub_log(80)}")
+
+
+def wait_ready(hub, session: requests.Session, user: str, server: str, timeout: float = 120) -> dict:
+    """Poll the REST API until the named server is ready; read its state, not a status code."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model = session.get(f"{hub.public_url}/hub/api/users/{user}", timeout=10).json()
+        state = model.get("servers", {}).get(server)
+        if state and state.get("ready"):
+            return state
+        if state is not None and not state.get("pending") and not state.get("ready"):
+            raise AssertionError(f"server {user}/{server} stopped while starting: {state}\n{hub.hub_log()}")
+        time.sleep(0.25)
+    raise AssertionError(f"server {user}/{server} not ready after {timeout}s\n{hub.hub_log()}")
+
+
+def start_server(hub, session: requests.Session, user: str, server: str, **body) -> requests.Response:
+    return session.post(f"{hub.public_url}/hub/api/users/{user}/servers/{server}", json=body or None, timeout=60)
+
+
+def stop_server(hub, session: requests.Session, user: str, server: str) -> None:
+    reply = session.delete(f"{hub.public_url}/hub/api/users/{user}/servers/{server}", timeout=60)
+    assert reply.status_code in (202, 204), reply.text
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        model = session.get(f"{hub.public_url}/hub/api/users/{user}", timeout=10).json()
+        if server not in model.get("servers", {}):
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"{user}/{server} did not stop")

@@ -1,0 +1,144 @@
+"""ProjectSpawner through a real hub and proxy: who may start what, and how it is confined."""
+
+from __future__ import annotations
+
+import pytest
+
+from hdshub import naming
+from hdshub.tiers import load_tiers
+
+from .conftest import start_server, stop_server, wait_ready
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def alice_project(hub, new_project):
+    slug = new_project({"alice": "analyst", "carla": "clinician"})
+    session = hub.as_user(hub.user_token("alice"))
+    return slug, session
+
+
+def test_member_starts_a_named_server_reachable_through_the_proxy(hub, alice_project, docker_client):
+    slug, alice = alice_project
+    reply = start_server(hub, alice, "alice", slug)
+    assert reply.status_code in (201, 202), reply.text
+    wait_ready(hub, alice, "alice", slug)
+    status = alice.get(f"{hub.public_url}/user/alice/{slug}/api/status", timeout=10)
+    assert status.status_code == 200, status.text
+    assert docker_client.containers.get(naming.container_name(slug, "alice")).status == "running"
+    stop_server(hub, alice, "alice", slug)
+
+
+def test_container_is_hardened_and_follows_the_tier(hub, alice_project, docker_client):
+    slug, alice = alice_project
+    assert start_server(hub, alice, "alice", slug).status_code in (201, 202)
+    wait_ready(hub, alice, "alice", slug)
+    attrs = docker_client.containers.get(naming.container_name(slug, "alice")).attrs
+    config, host = attrs["Config"], attrs["HostConfig"]
+    tier = load_tiers()["public"].limits
+
+    assert config["Image"] == "hdshub/python-stats:latest"
+    assert config["User"] == "1000:1000"
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["ReadonlyRootfs"] is True
+    assert set(host["Tmpfs"]) == {"/tmp", "/home/jovyan"}
+    assert host["Privileged"] is False
+    assert host["PidsLimit"] == tier.pids
+    assert host["Memory"] == tier.memory_bytes
+    assert host["CpuQuota"] / host["CpuPeriod"] == pytest.approx(tier.cpu)
+    assert host["NetworkMode"] == naming.network_name(slug)
+    assert host["PidMode"] == "" and host["IpcMode"] == "private" and host["UsernsMode"] == ""
+    assert not host.get("Devices")
+    assert "JUPYTERHUB_DISABLE_USER_CONFIG=1" in config["Env"]
+    assert not any("docker.sock" in (m.get("Source") or "") for m in attrs["Mounts"])
+    assert not host["PortBindings"]
+
+    mounts = {m["Destination"]: m for m in attrs["Mounts"]}
+    assert set(mounts) == {"/home/jovyan/data", "/home/jovyan/work", "/home/jovyan/outputs"}
+    assert mounts["/home/jovyan/data"]["Name"] == naming.volume_name(slug, "data")
+    assert mounts["/home/jovyan/data"]["RW"] is False
+    assert mounts["/home/jovyan/work"]["RW"] is True and mounts["/home/jovyan/outputs"]["RW"] is True
+
+    network = docker_client.networks.get(naming.network_name(slug)).attrs
+    assert network["Internal"] is True
+    assert network["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+
+    # The running process is really uid 1000 with no capabilities.
+    exec_ = docker_client.containers.get(naming.container_name(slug, "alice")).exec_run(
+        ["sh", "-c", "id -u; grep CapEff /proc/self/status; touch /usr/x 2>&1; touch /home/jovyan/data/x 2>&1"]
+    )
+    output = exec_.output.decode()
+    assert output.splitlines()[0] == "1000"
+    assert "CapEff:\t0000000000000000" in output
+    assert output.count("Read-only file system") == 2
+    stop_server(hub, alice, "alice", slug)
+
+
+def test_private_tier_gets_private_limits(hub, new_project, docker_client):
+    slug = new_project({"bob": "statistician"}, tier="private")
+    bob = hub.as_user(hub.user_token("bob"))
+    assert start_server(hub, bob, "bob", slug).status_code in (201, 202)
+    wait_ready(hub, bob, "bob", slug)
+    host = docker_client.containers.get(naming.container_name(slug, "bob")).attrs["HostConfig"]
+    tier = load_tiers()["private"].limits
+    assert (host["Memory"], host["PidsLimit"]) == (tier.memory_bytes, tier.pids)
+    assert host["CpuQuota"] / host["CpuPeriod"] == pytest.approx(tier.cpu)
+    stop_server(hub, bob, "bob", slug)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"image": "hdshub/rootfs:latest"},
+        {"mem_limit": "64G"},
+        {"volumes": {"/var/run/docker.sock": "/var/run/docker.sock"}},
+        {"network_name": "bridge"},
+    ],
+)
+def test_user_options_cannot_choose_anything(hub, alice_project, docker_client, options):
+    slug, alice = alice_project
+    reply = start_server(hub, alice, "alice", slug, user_options=options)
+    assert reply.status_code == 400, reply.text
+    assert "Start options are not accepted" in reply.json()["message"]
+    assert not docker_client.containers.list(all=True, filters={"name": naming.container_name(slug, "alice")})
+
+
+def test_non_member_is_refused_with_a_clear_message(hub, alice_project, docker_client):
+    slug, _ = alice_project
+    if hub.api.get_user("mallory") is None:
+        hub.add_user("mallory")
+    mallory = hub.as_user(hub.user_token("mallory"))
+    reply = start_server(hub, mallory, "mallory", slug)
+    assert reply.status_code == 403, reply.text
+    message = reply.json()["message"]
+    assert f"You are not a member of project {slug}" in message
+    assert f"Vous n'êtes pas membre du projet {slug}" in message
+    assert not docker_client.containers.list(all=True, filters={"name": naming.container_name(slug, "mallory")})
+
+
+def test_clinician_cannot_start_a_notebook_server(hub, alice_project):
+    slug, _ = alice_project
+    carla = hub.as_user(hub.user_token("carla"))
+    reply = start_server(hub, carla, "carla", slug)
+    assert reply.status_code == 403
+    assert "gives no access to notebooks" in reply.json()["message"]
+
+
+def test_default_server_and_unknown_projects_are_refused(hub, alice_project):
+    _, alice = alice_project
+    reply = alice.post(f"{hub.public_url}/hub/api/users/alice/server", timeout=30)
+    assert reply.status_code == 400 and "Choose a project" in reply.json()["message"]
+    reply = start_server(hub, alice, "alice", "no-such-project")
+    assert reply.status_code == 404 and "Unknown project" in reply.json()["message"]
+
+
+def test_a_user_cannot_start_someone_elses_server(hub, alice_project):
+    slug, _ = alice_project
+    mallory = hub.as_user(hub.user_token("mallory")) if hub.api.get_user("mallory") else None
+    if mallory is None:
+        hub.add_user("mallory")
+        mallory = hub.as_user(hub.user_token("mallory"))
+    reply = start_server(hub, mallory, "alice", slug)
+    assert reply.status_code in (403, 404)
