@@ -89,7 +89,7 @@ def update_spawner(c: Config, s: Settings) -> None:
     c.ProjectSpawner.pull_policy = "never"
     c.ProjectSpawner.cmd = ["jupyterhub-singleuser"]
     c.ProjectSpawner.notebook_dir = "/home/jovyan"
-    c.ProjectSpawner.default_url = "/lab/tree/work"
+    c.ProjectSpawner.default_url = "/lab"
     c.ProjectSpawner.disable_user_config = True
     c.ProjectSpawner.start_timeout = 120
     c.ProjectSpawner.http_timeout = 60

@@ -24,8 +24,6 @@ from .projects import ROLES, Project, role_group, roles_by_project
 from .tiers import Tier
 
 DATA_FILE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-# Any image of ours has a root filesystem and tar; the import container runs no user code.
-IMPORT_IMAGE = "hdshub/base:latest"
 
 
 class ManageError(ValueError):
@@ -163,7 +161,7 @@ def _data_container(client: docker.DockerClient, volume: str):
     """A never-started container that only gives `put_archive` access to the volume."""
     try:
         return client.containers.create(
-            IMPORT_IMAGE,
+            project_resources.UTILITY_IMAGE,
             command=["true"],
             volumes={volume: {"bind": "/data", "mode": "rw"}},
             network_mode="none",
@@ -171,12 +169,12 @@ def _data_container(client: docker.DockerClient, volume: str):
             name=f"hds-import-{int(time.time() * 1000)}",
         )
     except docker.errors.ImageNotFound:
-        raise ManageError(f"image {IMPORT_IMAGE} is missing: run 'hdshub images build'") from None
+        raise ManageError(f"image {project_resources.UTILITY_IMAGE} is missing: run 'hdshub images build'") from None
 
 
 def _remove_file(client: docker.DockerClient, volume: str, name: str) -> None:
     client.containers.run(
-        IMPORT_IMAGE, ["rm", "-f", f"/data/{name}"], remove=True, user="0",
+        project_resources.UTILITY_IMAGE, ["rm", "-f", f"/data/{name}"], remove=True, user="0", cap_drop=["ALL"],
         volumes={volume: {"bind": "/data", "mode": "rw"}}, network_mode="none",
     )
 

@@ -13,21 +13,59 @@ from . import naming
 
 LABEL_PROJECT = "org.hdshub.project"
 LABEL_VOLUME_KIND = "org.hdshub.volume"
+# Runs no user code: only chown/chmod of new volumes and data import, never started by users.
+UTILITY_IMAGE = "hdshub/base:latest"
+# Who owns the top of each volume: data belongs to root (read-only for everyone else),
+# work and outputs to the notebook user, shared by all members of the project.
+VOLUME_OWNERSHIP = {"data": ("0:0", "0755"), "work": ("1000:1000", "0770"), "outputs": ("1000:1000", "0770")}
 
 
 def ensure_volumes(client: docker.APIClient, project: str) -> dict[str, str]:
-    """{kind: volume name} for data, work and outputs, created if missing."""
-    names = {}
-    for kind in naming.VOLUME_KINDS:
-        name = naming.volume_name(project, kind)
+    """{kind: volume name} for data, work and outputs, created and owned right if missing.
+
+    New volumes are created together and initialised by a one-off root container; if that
+    fails they are removed again, so a project never has half-prepared volumes.
+    """
+    names = {kind: naming.volume_name(project, kind) for kind in naming.VOLUME_KINDS}
+    created = []
+    for kind, name in names.items():
         try:
             client.inspect_volume(name)
         except docker.errors.NotFound:
-            client.create_volume(
-                name, labels={LABEL_PROJECT: project, LABEL_VOLUME_KIND: kind}
-            )
-        names[kind] = name
+            client.create_volume(name, labels={LABEL_PROJECT: project, LABEL_VOLUME_KIND: kind})
+            created.append(kind)
+    if created:
+        try:
+            _initialise(client, {kind: names[kind] for kind in created})
+        except Exception:
+            for kind in created:
+                client.remove_volume(names[kind], force=True)
+            raise
     return names
+
+
+def _initialise(client: docker.APIClient, volumes: dict[str, str]) -> None:
+    script = " && ".join(
+        f"chown {VOLUME_OWNERSHIP[kind][0]} /v/{kind} && chmod {VOLUME_OWNERSHIP[kind][1]} /v/{kind}"
+        for kind in volumes
+    )
+    container = client.create_container(
+        UTILITY_IMAGE, ["sh", "-c", script], user="0", network_disabled=True,
+        labels={"org.hdshub.purpose": "volume-init"},
+        host_config=client.create_host_config(
+            binds={name: {"bind": f"/v/{kind}", "mode": "rw"} for kind, name in volumes.items()},
+            network_mode="none", cap_drop=["ALL"], cap_add=["CHOWN", "FOWNER"],
+            security_opt=["no-new-privileges:true"],
+        ),
+    )
+    try:
+        client.start(container)
+        status = client.wait(container, timeout=60)["StatusCode"]
+        if status != 0:
+            logs = client.logs(container).decode(errors="replace")
+            raise RuntimeError(f"initialising volumes {sorted(volumes.values())} failed: {logs}")
+    finally:
+        client.remove_container(container, force=True)
 
 
 def ensure_network(client: docker.APIClient, project: str) -> str:

@@ -22,7 +22,9 @@ import requests
 
 from . import accounts, demo, firewall, manage
 from .hub_api import HubAPI
-from .settings import REPO_ROOT, load_settings
+from .kits import load_kits
+from .settings import REPO_ROOT, load_settings, site_tiers_file
+from .tiers import load_tiers
 from .state import StateDir
 
 HUB_NETWORK = "hds-hub"
@@ -87,6 +89,12 @@ def bootstrap(state: StateDir, admin_user: str, with_demo: bool, out) -> None:
     out(f"[up] demo project '{demo.DEMO_SLUG}' created with a synthetic cohort")
 
 
+def check_policies() -> None:
+    config_dir = os.environ.get("HDSHUB_CONFIG_DIR")
+    load_tiers(site_tiers_file(Path(config_dir) if config_dir else None))
+    load_kits()
+
+
 def up(
     state: StateDir,
     public_url: str,
@@ -97,6 +105,7 @@ def up(
     with_demo: bool,
     out=print,
 ) -> int:
+    check_policies()  # a bad tiers file or kit manifest stops here, before anything is made
     state.ensure()
     state.ensure_cookie_secret()
     client = docker.from_env()
@@ -117,7 +126,6 @@ def up(
             "admin_user": admin_user,
         }
     )
-    load_settings(state)  # fail here, with the key named, before starting anything
 
     log = state.path / "logs" / "jupyterhub.log"
     env = {**os.environ, "HDSHUB_STATE_DIR": str(state.path)}
