@@ -125,6 +125,8 @@ class ProjectSpawner(DockerSpawner):
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges:true"],
             "pids_limit": tier["pids"],
+            # No swap beyond the tier's memory: a memory hog is stopped, not slowed down.
+            "memswap_limit": tier["memory_bytes"],
             "init": True,
             "privileged": False,
             "ipc_mode": "private",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import pytest
 
 from hdshub import naming
@@ -47,6 +49,7 @@ def test_container_is_hardened_and_follows_the_tier(hub, alice_project, docker_c
     assert host["Privileged"] is False
     assert host["PidsLimit"] == tier.pids
     assert host["Memory"] == tier.memory_bytes
+    assert host["MemorySwap"] == tier.memory_bytes
     assert host["CpuQuota"] / host["CpuPeriod"] == pytest.approx(tier.cpu)
     assert host["NetworkMode"] == naming.network_name(slug)
     assert host["PidMode"] == "" and host["IpcMode"] == "private" and host["UsernsMode"] == ""
@@ -142,3 +145,15 @@ def test_a_user_cannot_start_someone_elses_server(hub, alice_project):
         mallory = hub.as_user(hub.user_token("mallory"))
     reply = start_server(hub, mallory, "alice", slug)
     assert reply.status_code in (403, 404)
+
+
+def test_spawn_page_refuses_non_members_in_both_languages(hub, alice_project):
+    """The browser path (/hub/spawn/...) after a real form login, not only the REST API."""
+    slug, _ = alice_project
+    password = hub.add_user("mallory")
+    browser = hub.login("mallory", password)
+    reply = browser.get(f"{hub.public_url}/hub/spawn/mallory/{slug}", timeout=60)
+    assert reply.status_code == 403
+    page = html.unescape(reply.content.decode("utf-8"))
+    assert f"Vous n'êtes pas membre du projet {slug}" in page
+    assert f"You are not a member of project {slug}" in page
