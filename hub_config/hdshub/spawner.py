@@ -9,6 +9,7 @@ is refused, so no request can pick an image, a limit, a volume or a network.
 from __future__ import annotations
 
 import asyncio
+from html import escape
 
 import docker.errors
 from dockerspawner import DockerSpawner
@@ -21,6 +22,21 @@ from .projects import NOTEBOOK_ROLES, Project, roles_by_project
 
 HOME = "/home/jovyan"
 NOTEBOOK_UID = "1000:1000"
+
+
+def refusal(status: int, fr: str, en: str) -> web.HTTPError:
+    """An HTTP error whose message JupyterHub shows as is, on its pages and in the API.
+
+    Pages get both languages marked up, so that page.html shows the reader's; the API gets
+    'French / English'.
+    """
+    error = web.HTTPError(status, "%s", f"{fr} / {en}")
+    error.jupyterhub_message = f"{fr} / {en}"
+    error.jupyterhub_html_message = (
+        f'<span class="hds-fr" lang="fr">{escape(fr)}</span>'
+        f'<span class="hds-en" lang="en">{escape(en)}</span>'
+    )
+    return error
 
 
 class ProjectSpawner(DockerSpawner):
@@ -52,41 +68,41 @@ class ProjectSpawner(DockerSpawner):
     # -- deciding -----------------------------------------------------------------------
 
     def authorized_project(self) -> tuple[Project, set[str]]:
-        """The project of this server and the user's roles in it, or an HTTP error."""
+        """The project of this server and the user's roles in it, or a refusal."""
         slug = self.name
         if not slug:
-            raise web.HTTPError(
+            raise refusal(
                 400,
-                "Choisissez un projet : un serveur appartient toujours à un projet. / "
+                "Choisissez un projet : un serveur appartient toujours à un projet.",
                 "Choose a project: a server always belongs to a project.",
             )
         group = orm.Group.find(self.user.db, name=slug)
         project = Project.from_group(slug, group.properties) if group else None
         if project is None:
-            raise web.HTTPError(
-                404, f"Projet inconnu : {slug}. / Unknown project: {slug}."
-            )
+            raise refusal(404, f"Projet inconnu : {slug}.", f"Unknown project: {slug}.")
         roles = roles_by_project(g.name for g in self.user.groups).get(slug, set())
         if not roles:
-            raise web.HTTPError(
+            raise refusal(
                 403,
                 f"Vous n'êtes pas membre du projet {slug} ; demandez à son responsable de "
-                f"vous y ajouter. / You are not a member of project {slug}; ask its "
-                "manager to add you.",
+                "vous y ajouter.",
+                f"You are not a member of project {slug}; ask its manager to add you.",
             )
         if not roles & NOTEBOOK_ROLES:
-            raise web.HTTPError(
+            held = ", ".join(sorted(roles))
+            raise refusal(
                 403,
-                f"Votre rôle dans le projet {slug} ({', '.join(sorted(roles))}) ne donne pas "
-                f"accès aux notebooks. / Your role in project {slug} "
-                f"({', '.join(sorted(roles))}) gives no access to notebooks.",
+                f"Votre rôle dans le projet {slug} ({held}) ne donne pas accès aux notebooks.",
+                f"Your role in project {slug} ({held}) gives no access to notebooks.",
             )
         if self.user_options:
-            raise web.HTTPError(
+            given = ", ".join(sorted(self.user_options))
+            raise refusal(
                 400,
                 "Les options de démarrage ne sont pas acceptées : l'image, les limites et "
-                "les volumes dépendent du projet. / Start options are not accepted: image, "
-                f"limits and volumes follow from the project (got: {', '.join(sorted(self.user_options))}).",
+                f"les volumes dépendent du projet (reçu : {given}).",
+                "Start options are not accepted: image, limits and volumes follow from the "
+                f"project (got: {given}).",
             )
         return project, roles
 
@@ -96,11 +112,12 @@ class ProjectSpawner(DockerSpawner):
         image = self.kit_images.get(project.kit)
         if tier is None or image is None:
             missing = f"tier {project.tier!r}" if tier is None else f"kit {project.kit!r}"
-            raise web.HTTPError(
+            raise refusal(
                 500,
                 f"Le projet {project.slug} utilise un {missing} inconnu de ce hub ; "
-                f"contactez l'administrateur. / Project {project.slug} uses {missing}, "
-                "unknown to this hub; contact the administrator.",
+                "contactez l'administrateur.",
+                f"Project {project.slug} uses {missing}, unknown to this hub; contact the "
+                "administrator.",
             )
         self.image = image
         self.allowed_images = [image]
@@ -163,11 +180,12 @@ class ProjectSpawner(DockerSpawner):
         try:
             await self.docker("inspect_image", image)
         except docker.errors.NotFound:
-            raise web.HTTPError(
+            raise refusal(
                 503,
                 f"L'image {image} n'est pas construite sur ce serveur ; l'administrateur "
-                f"doit lancer « hdshub images build ». / Image {image} is not built on this "
-                "host; the administrator must run 'hdshub images build'.",
+                "doit lancer « hdshub images build ».",
+                f"Image {image} is not built on this host; the administrator must run "
+                "'hdshub images build'.",
             ) from None
 
     async def stop(self, now=False):
