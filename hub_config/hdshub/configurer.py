@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from traitlets.config import Config
 
-from . import home, naming
+from . import home, naming, oidc
 from .settings import CLI_SERVICE, Settings
 
 # The CLI manages users, projects and servers; it never gets access to users' servers.
@@ -28,6 +28,8 @@ def apply(c: Config, settings: Settings) -> None:
     update_hub(c, settings)
     update_proxy(c, settings)
     update_auth(c, settings)
+    if settings.oidc is not None:
+        oidc.update_auth(c, settings.oidc, settings.public_url)
     update_spawner(c, settings)
     update_pages(c, settings)
     update_services(c, settings)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .kits import Kit, load_kits
+from .oidc import OIDCSettings, load_oidc_settings
 from .state import StateDir
 from .tiers import Tier, load_tiers
 
@@ -31,6 +32,7 @@ class Settings:
     admin_user: str
     config_dir: Path | None = None
     templates_dir: Path = REPO_ROOT / "templates" / "hub"
+    oidc: OIDCSettings | None = None  # None: local accounts (the embedded default)
 
 
 def site_tiers_file(config_dir: Path | None) -> Path | None:
@@ -54,4 +56,5 @@ def load_settings(state: StateDir | None = None) -> Settings:
         public_url=runtime["public_url"],
         admin_user=runtime["admin_user"],
         config_dir=config_dir,
+        oidc=load_oidc_settings(config_dir),
     )

@@ -23,6 +23,7 @@ import requests
 from . import accounts, demo, firewall, manage
 from .hub_api import HubAPI
 from .kits import load_kits
+from .oidc import load_oidc_settings
 from .settings import REPO_ROOT, load_settings, site_tiers_file
 from .tiers import load_tiers
 from .state import StateDir
@@ -69,20 +70,26 @@ def tail(path: Path, lines: int = 40) -> str:
 
 
 def bootstrap(state: StateDir, admin_user: str, with_demo: bool, out) -> None:
-    """Create the administrator and the demo project if they do not exist yet."""
+    """Create the local administrator and the demo project if they do not exist yet.
+
+    With OIDC, administrators come from the identity provider's admin group: no local
+    account is made, and the demo project has no member until one is added.
+    """
     api = HubAPI.from_state(state)
-    if not accounts.has_local_account(state, admin_user):
+    settings = load_settings(state)
+    local_accounts = settings.oidc is None
+    if local_accounts and not accounts.has_local_account(state, admin_user):
         password = accounts.add_local_account(api, state, admin_user, admin=True)
         out(f"\n  Administrator account: {admin_user}")
         out(f"  Password (shown once, keep it safe): {password}\n")
     if not with_demo or api.get_group(demo.DEMO_SLUG) is not None:
         return
-    settings = load_settings(state)
     kit = "python-stats" if "python-stats" in settings.kits else sorted(settings.kits)[0]
     manage.create_project(api, manage.check_new_project(
         settings.tiers, settings.kits, demo.DEMO_SLUG, "public", kit, demo.DEMO_TITLE
     ))
-    manage.add_member(api, demo.DEMO_SLUG, admin_user, "analyst")
+    if local_accounts:
+        manage.add_member(api, demo.DEMO_SLUG, admin_user, "analyst")
     with tempfile.TemporaryDirectory() as tmp:
         data = demo.write_cohort(Path(tmp) / demo.DEMO_FILE)
         manage.import_data(api, docker.from_env(), demo.DEMO_SLUG, data, by="hdshub up")
@@ -91,8 +98,10 @@ def bootstrap(state: StateDir, admin_user: str, with_demo: bool, out) -> None:
 
 def check_policies() -> None:
     config_dir = os.environ.get("HDSHUB_CONFIG_DIR")
-    load_tiers(site_tiers_file(Path(config_dir) if config_dir else None))
+    config_path = Path(config_dir) if config_dir else None
+    load_tiers(site_tiers_file(config_path))
     load_kits()
+    load_oidc_settings(config_path)
 
 
 def up(
@@ -128,7 +137,12 @@ def up(
     )
 
     log = state.path / "logs" / "jupyterhub.log"
-    env = {**os.environ, "HDSHUB_STATE_DIR": str(state.path)}
+    env = {
+        **os.environ,
+        "HDSHUB_STATE_DIR": str(state.path),
+        # JupyterHub 6.1.1 reads the auth_state key from its environment only.
+        "JUPYTERHUB_CRYPT_KEY": state.secret("auth-state-crypt-key"),
+    }
     with open(log, "ab") as log_file:
         hub = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG_FILE)],
@@ -145,7 +159,10 @@ def up(
         hub.wait(30)
         raise
     out(f"\n  hdshub is running: {public_url.rstrip('/')}/hub/login")
-    out(f"  Log in as '{admin_user}'. Stop with Ctrl-C.\n")
+    if load_settings(state).oidc is None:
+        out(f"  Log in as '{admin_user}'. Stop with Ctrl-C.\n")
+    else:
+        out("  Log in through your identity provider. Stop with Ctrl-C.\n")
 
     def forward(signum, _frame):
         hub.send_signal(signum)
