@@ -14,11 +14,19 @@ from hdshub.kits import load_kits
 from tests.conftest import IN_CI, missing_prerequisite
 from tests.support.hub import RunningHub, free_port
 
-TEST_PREFIX = "hds-it-"  # every Docker object of a test project starts with this
+# Every test project of this session is `it<session>-<random>`: two test sessions on one
+# Docker Engine (a developer's and a helper's) never remove each other's objects.
+SESSION = secrets.token_hex(2)
+SLUG_PREFIX = f"it{SESSION}-"
+TEST_PREFIX = f"hds-{SLUG_PREFIX}"
+
+
+def new_slug() -> str:
+    return f"{SLUG_PREFIX}{secrets.token_hex(3)}"
 
 
 def is_test_object(name: str, with_demo: bool) -> bool:
-    if name.startswith(TEST_PREFIX):
+    if name.startswith(TEST_PREFIX) or (IN_CI and name.startswith("hds-it")):
         return True
     return with_demo and (name == "hds-demo" or name.startswith(("hds-demo-", "hds-demo.")))
 
@@ -81,11 +89,11 @@ def hub(docker_client, tmp_path_factory):
 
 @pytest.fixture
 def new_project(hub, docker_client, request):
-    """Factory: a fresh project `it-<random>` with the given members {user: role}."""
+    """Factory: a fresh project (see new_slug) with the given members {user: role}."""
     created = []
 
     def make(members: dict[str, str], tier: str = "public", kit: str = "python-stats") -> str:
-        slug = f"it-{secrets.token_hex(3)}"
+        slug = new_slug()
         hub.cli("project", "create", slug, "--tier", tier, "--kit", kit, "--title", f"Test {slug}")
         for user, role in members.items():
             if hub.api.get_user(user) is None:

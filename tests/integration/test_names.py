@@ -8,7 +8,7 @@ import pytest
 
 from hdshub import naming
 
-from .conftest import start_server, stop_server, wait_ready
+from .conftest import start_server, stop_server, new_slug, wait_ready
 
 pytestmark = pytest.mark.docker
 
@@ -32,15 +32,16 @@ def test_hostile_server_names_never_reach_docker(hub, new_project, docker_client
 
 def test_a_group_made_by_hand_is_not_a_project(hub, docker_client, new_project):
     """Only groups recorded as projects (by the CLI) start servers."""
+    handmade = new_slug()
     new_project({"alice": "analyst"})
-    hub.api.create_group("it-handmade")
+    hub.api.create_group(handmade)
     try:
-        hub.api.add_group_users("it-handmade", ["alice"])
+        hub.api.add_group_users(handmade, ["alice"])
         alice = hub.as_user(hub.user_token("alice"))
-        reply = start_server(hub, alice, "alice", "it-handmade")
+        reply = start_server(hub, alice, "alice", handmade)
         assert reply.status_code == 404 and "Unknown project" in reply.json()["message"]
     finally:
-        hub.api.delete_group("it-handmade")
+        hub.api.delete_group(handmade)
 
 
 def test_usernames_with_dots_are_escaped_in_docker_names(hub, new_project, docker_client):

@@ -15,7 +15,7 @@ import pytest
 
 from hdshub import naming
 
-from .conftest import start_server, stop_server, wait_ready
+from .conftest import start_server, stop_server, new_slug, wait_ready
 
 pytestmark = pytest.mark.docker
 
@@ -47,9 +47,7 @@ def host_listener():
 @pytest.fixture(scope="module")
 def two_projects(hub, docker_client):
     """Project A with alice and bob, project B with dave; all three servers running."""
-    import secrets
-
-    a, b = f"it-{secrets.token_hex(3)}", f"it-{secrets.token_hex(3)}"
+    a, b = new_slug(), new_slug()
     for slug in (a, b):
         hub.cli("project", "create", slug, "--tier", "public", "--kit", "python-stats", "--title", slug)
     for user, slug in (("alice", a), ("bob", a), ("dave", b)):
