@@ -167,7 +167,32 @@ class ProjectSpawner(DockerSpawner):
             self.executor.submit(self._ensure_project_resources, project.slug)
         )
         self.configure_for(project, volumes, network)
-        return await super().start()
+        ip, port = await super().start()
+        await self._wait_listening(ip, port)
+        return ip, port
+
+    async def _wait_listening(self, ip: str, port: int) -> None:
+        """Return as soon as the server listens, so that the hub's own check passes at once.
+
+        JupyterHub waits for a new server with exponential back-off and was seen to notice a
+        ready server 1-3 s late; polling the port every 50 ms removes that delay. A container
+        that exits is left for the hub to report.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.http_timeout
+        next_poll = loop.time() + 0.5
+        while loop.time() < deadline:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 1)
+            except (OSError, asyncio.TimeoutError):
+                if loop.time() >= next_poll:
+                    if await self.poll() is not None:
+                        return
+                    next_poll = loop.time() + 0.5
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return
 
     def _ensure_project_resources(self, slug: str) -> tuple[dict[str, str], str]:
         return (
