@@ -9,6 +9,7 @@ is refused, so no request can pick an image, a limit, a volume or a network.
 from __future__ import annotations
 
 import asyncio
+import math
 from html import escape
 
 import docker.errors
@@ -123,6 +124,13 @@ class ProjectSpawner(DockerSpawner):
         self.allowed_images = [image]
         self.mem_limit = tier["memory_bytes"]
         self.cpu_limit = tier["cpu"]
+        # Numerical libraries start one thread per *host* core unless told otherwise;
+        # threads count against the pids limit and beyond the CPU quota they only contend.
+        threads = str(max(1, math.ceil(tier["cpu"])))
+        self.environment = {
+            name: threads
+            for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_MAX_THREADS")
+        }
         self.network_name = network
         self.volumes = {
             volumes["work"]: f"{HOME}/work",
