@@ -46,7 +46,7 @@ def main() -> None:
     client = docker.from_env()
     hub = RunningHub(
         state_dir=Path(tempfile.mkdtemp(prefix="hdshub-bench-")),
-        public_url=f"http://127.0.0.1:{free_port()}", hub_port=free_port(),
+        public_url=f"https://127.0.0.1:{free_port()}", hub_port=free_port(),
         proxy_api_port=free_port(), with_demo=False,
     )
     hub.start()

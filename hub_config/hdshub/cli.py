@@ -27,14 +27,21 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser("up", help="run the hub on embedded defaults (foreground)")
-    up.add_argument("--bind-url", default="http://127.0.0.1:8000",
-                    help="public URL the proxy listens on (default: %(default)s)")
+    up.add_argument("--bind-url", default="https://127.0.0.1:8000",
+                    help="public https URL the proxy listens on (default: %(default)s)")
+    up.add_argument("--tls-cert", type=Path,
+                    help="PEM certificate chain for the bind URL's host (default: a generated "
+                    "self-signed one in the state directory)")
+    up.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert (mode 600)")
     up.add_argument("--hub-port", type=int, default=8081, help="hub API port (default: %(default)s)")
     up.add_argument("--proxy-api-port", type=int, default=8001,
                     help="proxy API port on 127.0.0.1 (default: %(default)s)")
     up.add_argument("--admin", default="admin", help="administrator's username (default: %(default)s)")
     up.add_argument("--no-build", action="store_true", help="do not build missing images")
     up.add_argument("--no-demo", action="store_true", help="do not create the demo project")
+
+    commands.add_parser("doctor", help="check a running deployment's hardening (file modes, TLS, "
+                        "headers, proxy API, firewall, project containers); exit 1 if anything is wrong")
 
     images = commands.add_parser("images", help="container images").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -108,7 +115,12 @@ def run(args, state: StateDir) -> int:
         return up(
             state, public_url_checked(args.bind_url), args.hub_port, args.proxy_api_port,
             args.admin, build=not args.no_build, with_demo=not args.no_demo,
+            tls_cert=args.tls_cert, tls_key=args.tls_key,
         )
+    if args.command == "doctor":
+        from .doctor import doctor
+
+        return doctor(state)
     if args.command == "images":
         from .images import build_images
 

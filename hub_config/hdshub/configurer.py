@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from traitlets.config import Config
 
-from . import home, naming, oidc
+from . import home, naming, oidc, tls
 from .settings import CLI_SERVICE, Settings
 
 # The CLI manages users, projects and servers; it never gets access to users' servers.
@@ -23,10 +23,30 @@ CLI_SCOPES = [
     "read:hub",
 ]
 
+# A login lasts a working day; the single-user servers' OAuth tokens follow it
+# (JupyterHub's oauth_token_expires_in defaults to the cookie's age).
+COOKIE_MAX_AGE_DAYS = 0.5
+# API tokens a user makes (scripts, the reports CLI) live one day at most; none lives forever.
+TOKEN_MAX_SECONDS = 24 * 3600
+# How long a single-user server trusts a token it checked with the hub: a revoked token stops
+# working there within this delay (JupyterHub's default is 300 s).
+SERVER_TOKEN_CACHE_SECONDS = 10
+CSP_REPORT_URI = "/hub/security/csp-report"
+# Hub pages: never framed (clickjacking), no <base> or plugin tricks, forms post to the hub.
+HUB_CSP = "; ".join([
+    "frame-ancestors 'none'", "base-uri 'self'", "object-src 'none'", "form-action 'self'",
+    f"report-uri {CSP_REPORT_URI}",
+])
+# Single-user servers: never framed. jupyter-server appends "sandbox allow-scripts" to this on
+# user-served files (/files, /nbconvert), so their scripts run in an origin of their own.
+SERVER_CSP = f"frame-ancestors 'none'; report-uri {CSP_REPORT_URI}"
+
 
 def apply(c: Config, settings: Settings) -> None:
     update_hub(c, settings)
     update_proxy(c, settings)
+    update_tls(c, settings)
+    update_sessions(c, settings)
     update_auth(c, settings)
     if settings.oidc is not None:
         oidc.update_auth(c, settings.oidc, settings.public_url)
@@ -53,13 +73,39 @@ def update_hub(c: Config, s: Settings) -> None:
 
 
 def update_proxy(c: Config, s: Settings) -> None:
-    # Debian's configurable-http-proxy needs Debian's Node.js modules on NODE_PATH.
+    # Debian's configurable-http-proxy needs Debian's Node.js modules on NODE_PATH; the
+    # proxy's TLS floor and cipher suites are pinned here, whatever NODE_OPTIONS says.
     c.ConfigurableHTTPProxy.command = [
-        "env", "NODE_PATH=/usr/share/nodejs", "configurable-http-proxy",
+        "env", "NODE_PATH=/usr/share/nodejs", f"NODE_OPTIONS={tls.NODE_TLS_OPTIONS}",
+        "configurable-http-proxy", "--ssl-ciphers", tls.CIPHERS,
     ]
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{s.proxy_api_port}"
     c.ConfigurableHTTPProxy.auth_token = s.state.secret("proxy-auth-token")
     c.ConfigurableHTTPProxy.pid_file = str(s.state.path / "proxy.pid")
+
+
+def update_tls(c: Config, s: Settings) -> None:
+    if s.tls_cert is not None:
+        c.JupyterHub.ssl_cert = str(s.tls_cert)
+        c.JupyterHub.ssl_key = str(s.tls_key)
+
+
+def update_sessions(c: Config, s: Settings) -> None:
+    """Cookies, tokens and the headers of hub pages."""
+    c.JupyterHub.cookie_host_prefix_enabled = True
+    c.JupyterHub.cookie_max_age_days = COOKIE_MAX_AGE_DAYS
+    c.JupyterHub.token_expires_in_max_seconds = TOKEN_MAX_SECONDS
+    c.JupyterHub.tornado_settings = {
+        "headers": {
+            "Content-Security-Policy": HUB_CSP,
+            "Strict-Transport-Security": tls.HSTS,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "same-origin",
+        },
+        # Every hub cookie (the _xsrf one too) is https-only and leaves the browser with the
+        # login it belongs to.
+        "cookie_options": {"secure": True, "expires_days": COOKIE_MAX_AGE_DAYS},
+    }
 
 
 def update_auth(c: Config, s: Settings) -> None:
@@ -95,6 +141,21 @@ def update_spawner(c: Config, s: Settings) -> None:
     c.ProjectSpawner.disable_user_config = True
     c.ProjectSpawner.start_timeout = 120
     c.ProjectSpawner.http_timeout = 60
+    # ?token= in a URL never authenticates a page of a server (websockets excepted, as in
+    # JupyterHub: browsers cannot send them a header).
+    c.ProjectSpawner.environment = {"JUPYTERHUB_ALLOW_TOKEN_IN_URL": "0"}
+    server_settings = {
+        "headers": {
+            "Content-Security-Policy": SERVER_CSP,
+            "Strict-Transport-Security": tls.HSTS,
+        },
+        "nbconvert_csp_sandbox": True,
+    }
+    c.ProjectSpawner.args = [
+        # A Python literal: traitlets reads a dict given on the command line this way only.
+        f"--ServerApp.tornado_settings={server_settings!r}",
+        f"--HubOAuth.cache_max_age={SERVER_TOKEN_CACHE_SECONDS}",
+    ]
 
 
 def update_pages(c: Config, s: Settings) -> None:

@@ -33,6 +33,9 @@ class Settings:
     config_dir: Path | None = None
     templates_dir: Path = REPO_ROOT / "templates" / "hub"
     oidc: OIDCSettings | None = None  # None: local accounts (the embedded default)
+    # The certificate and key the proxy serves on public_url (`hdshub up` always sets them).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 def site_tiers_file(config_dir: Path | None) -> Path | None:
@@ -57,4 +60,6 @@ def load_settings(state: StateDir | None = None) -> Settings:
         admin_user=runtime["admin_user"],
         config_dir=config_dir,
         oidc=load_oidc_settings(config_dir),
+        tls_cert=Path(runtime["tls_cert"]),
+        tls_key=Path(runtime["tls_key"]),
     )

@@ -47,6 +47,11 @@ class StateDir:
         return self.path / "jupyterhub_cookie_secret"
 
     @property
+    def tls_dir(self) -> Path:
+        """Where the generated self-signed certificate and its key live."""
+        return self.path / "tls"
+
+    @property
     def runtime_file(self) -> Path:
         return self.path / "hub.json"
 

@@ -1,8 +1,9 @@
 """`hdshub up`: the whole stack on embedded defaults, from a fresh clone, in one command.
 
-Builds missing images, prepares the host (hub address, firewall), starts JupyterHub (which
-starts configurable-http-proxy), then makes sure an administrator and the demo project
-exist. Runs in the foreground until interrupted; project servers survive a restart.
+Builds missing images, prepares the host (hub address, firewall, TLS certificate), starts
+JupyterHub (which starts configurable-http-proxy, serving https only), then makes sure an
+administrator and the demo project exist. Runs in the foreground until interrupted; project
+servers survive a restart.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
 import docker
 import docker.errors
 import requests
+import urllib3
 
-from . import accounts, demo, firewall, manage
+from . import accounts, demo, firewall, manage, tls
 from .hub_api import HubAPI
 from .kits import load_kits
 from .oidc import load_oidc_settings
@@ -48,14 +51,16 @@ def ensure_hub_network(client: docker.DockerClient) -> str:
     return network.attrs["IPAM"]["Config"][0]["Gateway"]
 
 
-def wait_for(url: str, timeout: float, hub: subprocess.Popen, log: Path) -> None:
+def wait_for(url: str, timeout: float, hub: subprocess.Popen, log: Path, verify: str | bool = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if hub.poll() is not None:
             raise RuntimeError(f"JupyterHub exited ({hub.returncode}):\n{tail(log)}")
         try:
-            if requests.get(url, timeout=2).status_code < 500:
-                return
+            with warnings.catch_warnings():  # verify=False: said once below, not at each poll
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                if requests.get(url, timeout=2, verify=verify).status_code < 500:
+                    return
         except requests.RequestException:
             pass
         time.sleep(0.3)
@@ -112,11 +117,20 @@ def up(
     admin_user: str,
     build: bool,
     with_demo: bool,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
     out=print,
 ) -> int:
     check_policies()  # a bad tiers file or kit manifest stops here, before anything is made
+    host = urlparse(public_url).hostname
+    # So does a bad site certificate; without one, a self-signed one is made below.
+    site_tls = tls.site_certificate(host, tls_cert, tls_key) if tls_cert or tls_key else None
     state.ensure()
     state.ensure_cookie_secret()
+    served = site_tls or tls.self_signed(state.tls_dir, host)
+    if served.generated:
+        out(f"[up] TLS: self-signed certificate {served.cert} (give a real one with "
+            "--tls-cert/--tls-key)")
     client = docker.from_env()
     if build:
         from .images import build_images
@@ -133,6 +147,8 @@ def up(
             "proxy_api_port": proxy_api_port,
             "public_url": public_url,
             "admin_user": admin_user,
+            "tls_cert": str(served.cert),
+            "tls_key": str(served.key),
         }
     )
 
@@ -147,12 +163,16 @@ def up(
         hub = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG_FILE)],
             cwd=state.path, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            # The database (password hashes, tokens) and pid files: owner only.
+            start_new_session=True, umask=0o077,
         )
     out(f"[up] JupyterHub starting (log: {log})")
     try:
         wait_for(f"http://{hub_ip}:{hub_port}/hub/api/", 90, hub, log)
-        wait_for(public_url.rstrip("/") + "/hub/login", 30, hub, log)
+        # The generated certificate is its own authority; a site's may be issued for a name
+        # this address is not, and the public check belongs to 'hdshub doctor'.
+        wait_for(public_url.rstrip("/") + "/hub/login", 30, hub, log,
+                 verify=str(served.cert) if served.generated else False)
         bootstrap(state, admin_user, with_demo, out)
     except BaseException:
         hub.terminate()
@@ -174,6 +194,7 @@ def up(
 
 def public_url_checked(url: str) -> str:
     parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname or not parsed.port:
-        raise ValueError(f"--bind-url {url!r}: expected a URL such as http://127.0.0.1:8000")
+    if parsed.scheme != "https" or not parsed.hostname or not parsed.port:
+        raise ValueError(f"--bind-url {url!r}: expected an https URL such as "
+                         "https://127.0.0.1:8000 (hdshub serves https only)")
     return url

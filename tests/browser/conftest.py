@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -13,8 +15,20 @@ from tests.integration.conftest import docker_client, hub, new_project  # noqa: 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
+def trusted_key_flag(cert_file: str) -> str:
+    """Chromium trusts this certificate's key, and no other untrusted one (the hub's is
+    self-signed); everything else is verified as usual."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "--ignore-certificate-errors-spki-list=" + base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
 @pytest.fixture(scope="module")
-def chromium():
+def chromium(hub):
     """Module-scoped: Playwright's sync API runs an event loop until it is closed."""
     executable = shutil.which("chromium")
     if executable is None:
@@ -24,7 +38,8 @@ def chromium():
     except ImportError:
         missing_prerequisite("the playwright Python package")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=["--no-sandbox", trusted_key_flag(hub.ca_file)])
         yield browser
         browser.close()
 

@@ -75,7 +75,7 @@ def hub(docker_client, tmp_path_factory):
     remove_test_objects(docker_client, with_demo=False)
     running = RunningHub(
         state_dir=tmp_path_factory.mktemp("hub-state"),
-        public_url=f"http://127.0.0.1:{free_port()}",
+        public_url=f"https://127.0.0.1:{free_port()}",
         hub_port=free_port(), proxy_api_port=free_port(),
         with_demo=not demo_exists,
     )

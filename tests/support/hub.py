@@ -1,4 +1,5 @@
-"""A real hub for tests: `hdshub up` in a subprocess, talked to over HTTP like a user would."""
+"""A real hub for tests: `hdshub up` in a subprocess, talked to over HTTPS like a user would,
+trusting the self-signed certificate it generated and nothing else."""
 
 from __future__ import annotations
 
@@ -122,6 +123,20 @@ class RunningHub:
     def runtime(self) -> dict:
         return self.state.runtime()
 
+    @property
+    def ca_file(self) -> str:
+        """The certificate the proxy serves (self-signed: it is its own authority)."""
+        return self.runtime["tls_cert"]
+
+    def session(self) -> requests.Session:
+        """A fresh client with no credentials, as a new browser would be."""
+        session = requests.Session()
+        session.verify = self.ca_file
+        # REQUESTS_CA_BUNDLE (and proxy variables) would override `verify`: a local hub is
+        # reached directly, trusting its own certificate only.
+        session.trust_env = False
+        return session
+
     def cli(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
         return cli(self.state_dir, *argv, check=check)
 
@@ -135,13 +150,13 @@ class RunningHub:
         return reply["token"]
 
     def as_user(self, token: str) -> requests.Session:
-        session = requests.Session()
+        session = self.session()
         session.headers["Authorization"] = f"token {token}"
         return session
 
     def login(self, name: str, password: str) -> requests.Session:
         """A real form login through the proxy, as a browser does it."""
-        session = requests.Session()
+        session = self.session()
         page = session.get(f"{self.public_url}/hub/login", timeout=10)
         xsrf = session.cookies.get("_xsrf") or re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
         reply = session.post(

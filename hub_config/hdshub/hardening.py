@@ -1,0 +1,83 @@
+"""What a running project container must look like, in one place.
+
+ProjectSpawner sets these (spawner.py); the integration tests and `hdshub doctor` read a
+container back from `docker inspect` and check it against the same list, so the test and
+the check on a production host can never drift apart. Each problem says what is wrong and
+what to do.
+"""
+
+from __future__ import annotations
+
+from . import naming
+from .tiers import TierLimits
+
+NOTEBOOK_USER = "1000:1000"
+IN_MEMORY_DIRS = {"/tmp", "/home/jovyan"}
+PROJECT_MOUNTS = {"/home/jovyan/data": False, "/home/jovyan/work": True, "/home/jovyan/outputs": True}
+
+
+def container_problems(attrs: dict, slug: str, limits: TierLimits | None) -> list[str]:
+    """Problems of a project container (its `docker inspect` attributes) of project `slug`;
+    `limits` are its tier's, None when the tier is unknown (then only their presence counts)."""
+    config, host = attrs["Config"], attrs["HostConfig"]
+    name = attrs.get("Name", "").lstrip("/") or attrs.get("Id", "?")[:12]
+    problems = []
+
+    def expect(ok: bool, what: str) -> None:
+        if not ok:
+            problems.append(f"container {name}: {what}")
+
+    expect(config.get("User") == NOTEBOOK_USER, f"runs as {config.get('User') or 'root'!r}, not {NOTEBOOK_USER}")
+    expect(host.get("CapDrop") == ["ALL"] and not host.get("CapAdd"), "does not drop every capability")
+    expect("no-new-privileges:true" in (host.get("SecurityOpt") or []), "lacks no-new-privileges")
+    expect(host.get("ReadonlyRootfs") is True, "has a writable root filesystem")
+    expect(set(host.get("Tmpfs") or {}) == IN_MEMORY_DIRS,
+           f"in-memory directories are {sorted(host.get('Tmpfs') or {})}, expected {sorted(IN_MEMORY_DIRS)}")
+    expect(host.get("Privileged") is False, "is privileged")
+    expect(not host.get("Devices"), "has host devices")
+    expect(host.get("PidMode") == "" and host.get("IpcMode") == "private" and host.get("UsernsMode") == "",
+           "shares a host namespace (pid, ipc or user)")
+    expect(host.get("NetworkMode") == naming.network_name(slug),
+           f"is on network {host.get('NetworkMode')!r}, not its project's {naming.network_name(slug)!r}")
+    expect(not host.get("PortBindings"), "publishes ports on the host")
+    expect("JUPYTERHUB_DISABLE_USER_CONFIG=1" in (config.get("Env") or []), "loads user configuration")
+    expect(not any("docker.sock" in (m.get("Source") or "") for m in attrs.get("Mounts", [])),
+           "has the Docker socket mounted")
+    mounts = {m["Destination"]: m for m in attrs.get("Mounts", [])}
+    expect(set(mounts) == set(PROJECT_MOUNTS), f"mounts {sorted(mounts)}, expected {sorted(PROJECT_MOUNTS)}")
+    for destination, writable in PROJECT_MOUNTS.items():
+        mount = mounts.get(destination)
+        if mount is None:
+            continue
+        kind = destination.rsplit("/", 1)[1]
+        expect(mount.get("Name") == naming.volume_name(slug, kind),
+               f"{destination} is {mount.get('Name')!r}, not {naming.volume_name(slug, kind)!r}")
+        expect(mount.get("RW") is writable, f"{destination} is {'read-only' if not mount.get('RW') else 'writable'}")
+    memory, cpu_quota, period = host.get("Memory") or 0, host.get("CpuQuota") or 0, host.get("CpuPeriod") or 0
+    expect(memory > 0 and host.get("MemorySwap") == memory, "has no memory limit, or swap beyond it")
+    expect(cpu_quota > 0 and period > 0, "has no CPU limit")
+    expect((host.get("PidsLimit") or 0) > 0, "has no process limit")
+    if limits is not None:
+        expect(memory == limits.memory_bytes, f"memory limit {memory}, tier says {limits.memory_bytes}")
+        expect(host.get("PidsLimit") == limits.pids, f"process limit {host.get('PidsLimit')}, tier says {limits.pids}")
+        expect(period > 0 and abs(cpu_quota / period - limits.cpu) < 1e-6,
+               f"CPU limit {cpu_quota / period if period else 0}, tier says {limits.cpu}")
+    return problems
+
+
+def network_problems(attrs: dict) -> list[str]:
+    """Problems of a project network (its `docker network inspect` attributes)."""
+    problems = []
+    if attrs.get("Internal") is not True:
+        problems.append(f"network {attrs.get('Name')}: not internal (it has a route out)")
+    if (attrs.get("Options") or {}).get("com.docker.network.bridge.enable_icc") != "false":
+        problems.append(f"network {attrs.get('Name')}: containers on it can reach each other")
+    return problems
+
+
+def leaked_secrets(attrs: dict, secrets: dict[str, str]) -> list[str]:
+    """The hub secrets ({name: value}) found in a container's environment."""
+    env = "\n".join(attrs["Config"].get("Env") or [])
+    name = attrs.get("Name", "").lstrip("/")
+    return [f"container {name}: its environment holds the hub's {what}"
+            for what, value in secrets.items() if value and value in env]
