@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     kits = commands.add_parser("kits", help="statistics kits").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     kits.add_parser("list", help="list the kits")
+    kit_test = kits.add_parser("test", help="run a kit's validation notebooks in its image and "
+                               "compare with published values; exit 1 naming what failed")
+    kit_test.add_argument("kit", help="a kit from 'hdshub kits list'")
+    kit_test.add_argument("--image", help="image to test (default: the kit's built image)")
 
     project = commands.add_parser("project", help="projects").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -127,6 +131,10 @@ def run(args, state: StateDir) -> int:
         for result in build_images(args.kit, force=args.force, progress=print):
             print(f"{result.name:16} {result.status:11} {result.tag}")
         return 0
+    if args.command == "kits" and args.action == "test":
+        from .kit_tests import run_kit_test
+
+        return run_kit_test(args.kit, args.image)
     if args.command == "kits":
         from .kits import load_kits
 

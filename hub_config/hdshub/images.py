@@ -63,6 +63,7 @@ class ImageSpec:
     parent: str | None
     inputs: tuple[tuple[str, str], ...]
     lock: str | None = None  # context path of the pinned requirements installed from wheels
+    kind: str = "kit"  # "rootfs" (debootstrap), "base" (the venv), or "kit"
 
 
 @dataclass(frozen=True)
@@ -72,38 +73,59 @@ class BuildResult:
     status: str  # "built" or "up-to-date"
 
 
+def _variant_suffix(variant: str | None) -> str:
+    return f"-{variant}" if variant else ""
+
+
+def rootfs_variants(root: Path = REPO_ROOT) -> list[str | None]:
+    """Return the root file system variants: None for images/rootfs/packages.txt, then "r" for
+    packages-r.txt and so on. A variant is keyed by its package list and has its own base."""
+    variants: list[str | None] = [None]
+    for path in sorted((root / "images/rootfs").glob("packages-*.txt")):
+        variants.append(path.stem.removeprefix("packages-"))
+    return variants
+
+
 def image_specs(root: Path = REPO_ROOT) -> dict[str, ImageSpec]:
-    """Return every image in build order: rootfs, base, then one per kit of stats_kits/."""
-    specs = {
-        "rootfs": ImageSpec(
-            name="rootfs",
-            repository="hdshub/rootfs",
+    """Return every image in build order: each rootfs variant and its base, then one per kit
+    of stats_kits/ (on the base of the variant its manifest names, default the plain one)."""
+    specs: dict[str, ImageSpec] = {}
+    for variant in rootfs_variants(root):
+        suffix = _variant_suffix(variant)
+        specs[f"rootfs{suffix}"] = ImageSpec(
+            name=f"rootfs{suffix}",
+            repository=f"hdshub/rootfs{suffix}",
             parent=None,
             inputs=(
                 ("build-rootfs.sh", "images/rootfs/build-rootfs.sh"),
-                ("packages.txt", "images/rootfs/packages.txt"),
+                ("packages.txt", f"images/rootfs/packages{suffix}.txt"),
             ),
-        ),
-        "base": ImageSpec(
-            name="base",
-            repository="hdshub/base",
-            parent="rootfs",
+            kind="rootfs",
+        )
+        specs[f"base{suffix}"] = ImageSpec(
+            name=f"base{suffix}",
+            repository=f"hdshub/base{suffix}",
+            parent=f"rootfs{suffix}",
             inputs=(
                 ("Dockerfile", "images/base/Dockerfile"),
                 ("requirements.txt", "images/base/requirements.txt"),
                 ("extensions", "extensions"),
             ),
             lock="requirements.txt",
-        ),
-    }
+            kind="base",
+        )
     for manifest_path in sorted((root / "stats_kits").glob("*/manifest.yaml")):
         manifest = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
         kit = manifest_path.parent.name
         lock = manifest_path.parent / manifest["requirements"]
+        parent = f"base{_variant_suffix(manifest.get('rootfs'))}"
+        if parent not in specs:
+            raise ValueError(
+                f"{manifest_path}: key 'rootfs': no images/rootfs/packages-{manifest['rootfs']}.txt")
         specs[kit] = ImageSpec(
             name=kit,
             repository=manifest["image"],
-            parent="base",
+            parent=parent,
             inputs=(
                 ("Dockerfile", f"images/{kit}/Dockerfile"),
                 ("requirements.txt", lock.relative_to(root).as_posix()),
@@ -126,7 +148,7 @@ def kit_image_tag(kit: str) -> str:
 
 
 def _kit_names(specs: dict[str, ImageSpec]) -> list[str]:
-    return [name for name in specs if name not in ("rootfs", "base")]
+    return [name for name, spec in specs.items() if spec.kind == "kit"]
 
 
 def _unknown_kit_message(kit: str, specs: dict[str, ImageSpec]) -> str:
@@ -329,8 +351,8 @@ def _stage_context(
 
 
 def _build_rootfs(spec: ImageSpec, tag: str, root: Path, progress: Progress) -> None:
-    script = root / "images/rootfs/build-rootfs.sh"
-    packages = root / "images/rootfs/packages.txt"
+    inputs = dict(spec.inputs)
+    script, packages = root / inputs["build-rootfs.sh"], root / inputs["packages.txt"]
     _run(spec.name, "build-rootfs.sh", ["bash", str(script), tag, str(packages)], progress,
          echo=lambda line: line.startswith("[rootfs]"))
 
@@ -374,7 +396,7 @@ def _labels(spec: ImageSpec, content: str, pins: dict[str, str]) -> dict[str, st
     Set through the build API (one step) rather than ARG/LABEL lines (one step each).
     """
     labels = {NAME_LABEL: spec.name, HASH_LABEL: content}
-    if spec.name == "base":
+    if spec.kind == "base":
         labels.update({
             "org.hdshub.python": PYTHON_VERSION,
             "org.hdshub.jupyterhub": pins.get("jupyterhub", "unknown"),
@@ -415,7 +437,7 @@ def _is_built(client, spec: ImageSpec, content: str) -> str | None:
         image = client.images.get(f"{spec.repository}:{content[:HASH_TAG_LENGTH]}")
     except docker.errors.ImageNotFound:
         return None
-    if spec.name != "rootfs" and image.labels.get(HASH_LABEL) != content:
+    if spec.kind != "rootfs" and image.labels.get(HASH_LABEL) != content:
         return None
     return image.id
 
@@ -466,7 +488,7 @@ def build_images(
             results.append(BuildResult(name, tag, "up-to-date"))
             continue
         started = time.monotonic()
-        if name == "rootfs":
+        if spec.kind == "rootfs":
             _build_rootfs(spec, tag, root, progress)
             image_id = client.images.get(tag).id
         else:
