@@ -128,8 +128,11 @@ class ProjectSpawner(DockerSpawner):
         # threads count against the pids limit and beyond the CPU quota they only contend.
         threads = str(max(1, math.ceil(tier["cpu"])))
         self.environment = {
-            name: threads
-            for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_MAX_THREADS")
+            **self.environment,  # keep what the configuration sets (JUPYTERHUB_ALLOW_TOKEN_IN_URL)
+            **{
+                name: threads
+                for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_MAX_THREADS")
+            },
         }
         self.network_name = network
         self.volumes = {

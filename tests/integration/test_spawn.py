@@ -41,6 +41,9 @@ def test_container_is_hardened_and_follows_the_tier(hub, alice_project, docker_c
     # The same expectations as `hdshub doctor` on a production host (hdshub.hardening).
     assert container_problems(attrs, slug, load_tiers()["public"].limits) == []
     assert attrs["Config"]["Image"] == "hdshub/python-stats:latest"
+    env = attrs["Config"]["Env"]
+    assert "OMP_NUM_THREADS=1" in env  # ceil of the tier's 1.0 CPU
+    assert "JUPYTERHUB_ALLOW_TOKEN_IN_URL=0" in env  # from the configuration, not overwritten
 
     assert network_problems(docker_client.networks.get(naming.network_name(slug)).attrs) == []
 
