@@ -27,7 +27,7 @@ from . import accounts, demo, firewall, manage, tls
 from .hub_api import HubAPI
 from .kits import load_kits
 from .oidc import load_oidc_settings
-from .settings import REPO_ROOT, load_settings, site_tiers_file
+from .settings import REPO_ROOT, Settings, load_settings, site_tiers_file
 from .tiers import load_tiers
 from .state import StateDir
 
@@ -74,14 +74,13 @@ def tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
-def bootstrap(state: StateDir, admin_user: str, with_demo: bool, out) -> None:
+def bootstrap(state: StateDir, settings: Settings, admin_user: str, with_demo: bool, out) -> None:
     """Create the local administrator and the demo project if they do not exist yet.
 
     With OIDC, administrators come from the identity provider's admin group: no local
     account is made, and the demo project has no member until one is added.
     """
     api = HubAPI.from_state(state)
-    settings = load_settings(state)
     local_accounts = settings.oidc is None
     if local_accounts and not accounts.has_local_account(state, admin_user):
         password = accounts.add_local_account(api, state, admin_user, admin=True)
@@ -173,13 +172,14 @@ def up(
         # this address is not, and the public check belongs to 'hdshub doctor'.
         wait_for(public_url.rstrip("/") + "/hub/login", 30, hub, log,
                  verify=str(served.cert) if served.generated else False)
-        bootstrap(state, admin_user, with_demo, out)
+        settings = load_settings(state)  # once: with OIDC it fetches the provider's metadata
+        bootstrap(state, settings, admin_user, with_demo, out)
     except BaseException:
         hub.terminate()
         hub.wait(30)
         raise
     out(f"\n  hdshub is running: {public_url.rstrip('/')}/hub/login")
-    if load_settings(state).oidc is None:
+    if settings.oidc is None:
         out(f"  Log in as '{admin_user}'. Stop with Ctrl-C.\n")
     else:
         out("  Log in through your identity provider. Stop with Ctrl-C.\n")
