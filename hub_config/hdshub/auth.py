@@ -13,8 +13,28 @@ from __future__ import annotations
 from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator.handlers import ChangePasswordAdminHandler, ChangePasswordHandler
 
+from .naming import DASHBOARD_OWNER
 
-class LocalAccountsAuthenticator(NativeAuthenticator):
+
+class NoSystemUserLogin:
+    """Nobody logs in, whatever the authenticator, as the system user owning the projects'
+    dashboard servers (not Authenticator.blocked_users: JupyterHub strips a blocked user's
+    roles and stops its servers at every start). Names starting with its name and '-' are
+    refused too: JupyterHub names a server's OAuth client `jupyterhub-user-<user>-<server>`,
+    and the dashboard servers' clients must not be mistaken for anyone else's."""
+
+    def validate_username(self, username):
+        if username.startswith(f"{DASHBOARD_OWNER}-"):
+            return False
+        return super().validate_username(username)
+
+    def check_blocked_users(self, username, authentication=None):
+        if username == DASHBOARD_OWNER:
+            return False
+        return super().check_blocked_users(username, authentication)
+
+
+class LocalAccountsAuthenticator(NoSystemUserLogin, NativeAuthenticator):
     def get_handlers(self, app):
         return [
             (r"/change-password", ChangePasswordHandler),

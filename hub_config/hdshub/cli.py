@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
 import sys
+from datetime import date
 from pathlib import Path
 
 from .state import StateDir
@@ -77,6 +79,32 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("slug")
     imp.add_argument("file", type=Path)
 
+    dashboard = commands.add_parser("dashboard", help="clinicians' dashboards (Voilà)").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    publish = dashboard.add_parser("publish", help="publish a notebook of the project's work area as a "
+                                   "read-only, versioned dashboard (restarts its dashboard server)")
+    publish.add_argument("slug")
+    publish.add_argument("notebook", help="path in the project's work area, e.g. work/survie.ipynb")
+    publish.add_argument("--title", help="title shown to viewers (default: the notebook's)")
+    publish.add_argument("--name", help="dashboard name, a-z 0-9 '-' (default: from the file name); "
+                         "publishing under an existing name makes a new version")
+    dashboard.add_parser("list", help="a project's published dashboards").add_argument("slug")
+    withdraw = dashboard.add_parser("withdraw", help="stop serving a dashboard (its versions stay on record)")
+    withdraw.add_argument("slug")
+    withdraw.add_argument("name")
+
+    audit = commands.add_parser("audit", help="the tamper-evident audit trail (read on the hub host, "
+                                "as root)").add_subparsers(dest="action", required=True, metavar="ACTION")
+    verify = audit.add_parser("verify", help="check a project's hash chain; exit 1 naming the first bad line")
+    verify.add_argument("project", help="a project slug, or _hub for logins and logouts")
+    export = audit.add_parser("export", help="a project's events between two dates (inclusive, UTC), "
+                              "for a data protection officer")
+    export.add_argument("project", help="a project slug, or _hub for logins and logouts")
+    export.add_argument("--from", dest="start", required=True, type=iso_date, metavar="YYYY-MM-DD")
+    export.add_argument("--to", dest="end", required=True, type=iso_date, metavar="YYYY-MM-DD")
+    export.add_argument("--format", choices=["csv", "json"], default="csv", help="(default: %(default)s)")
+    export.add_argument("--output", type=Path, help="file to write, mode 600 (default: standard output)")
+
     user = commands.add_parser("user", help="local accounts").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     add = user.add_parser("add", help="create a local account (or reset its password)")
@@ -84,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--admin", action="store_true", help="make the user a hub administrator")
     add.add_argument("--json", action="store_true", help="print {username, password} as JSON")
     return parser
+
+
+def iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a date such as 2026-01-31") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +166,8 @@ def run(args, state: StateDir) -> int:
         for result in build_images(args.kit, force=args.force, progress=print):
             print(f"{result.name:16} {result.status:11} {result.tag}")
         return 0
+    if args.command == "audit":
+        return run_audit(args, state)
     if args.command == "kits" and args.action == "test":
         from .kit_tests import run_kit_test
 
@@ -149,6 +186,8 @@ def run(args, state: StateDir) -> int:
     connect = lambda: HubAPI.from_state(state)  # noqa: E731 (reach the hub only when needed)
     if args.command == "project":
         return run_project(args, connect)
+    if args.command == "dashboard":
+        return run_dashboard(args, connect)
     if args.command == "data":
         import docker
 
@@ -176,13 +215,13 @@ def run_project(args, connect) -> int:
     """connect() reaches the hub only after the arguments were checked locally."""
     from . import manage, naming
     from .kits import load_kits
-    from .settings import site_tiers_file
+    from .settings import site_file
     from .tiers import load_tiers
 
     if args.action == "create":
         naming.validate_slug(args.slug)
         config_dir = os.environ.get("HDSHUB_CONFIG_DIR")
-        tiers = load_tiers(site_tiers_file(Path(config_dir) if config_dir else None))
+        tiers = load_tiers(site_file(Path(config_dir) if config_dir else None, "tiers.yaml"))
         project = manage.check_new_project(
             tiers, load_kits(), args.slug, args.tier, args.kit, args.title
         )
@@ -199,6 +238,78 @@ def run_project(args, connect) -> int:
             for role, users in sorted(members.items()):
                 print(f"    {role:13} {', '.join(users)}")
     return 0
+
+
+def run_dashboard(args, connect) -> int:
+    """Through the hub's dashboards API (dashboard_hub.py), which does the work."""
+    from urllib.parse import quote
+
+    from . import dashboards, naming
+
+    naming.validate_slug(args.slug)
+    path = f"/hdshub/dashboards/{quote(args.slug)}"
+    if args.action == "publish":
+        body = {"notebook": dashboards.notebook_path(args.notebook), "by": getpass.getuser()}
+        if args.name:
+            body["name"] = dashboards.validate_name(args.name)
+        if args.title:
+            body["title"] = args.title
+    elif args.action == "withdraw":
+        path += f"/{quote(dashboards.validate_name(args.name))}"
+    api = connect()
+    api.timeout = 180  # publishing and withdrawing restart the dashboard server
+    if args.action == "publish":
+        reply = api.request("POST", path, json=body)
+        print(f"published {args.slug}/{reply['name']} version {reply['version']} "
+              f"(sha256 {reply['sha256']}); dashboard server {reply['server']}")
+    elif args.action == "list":
+        for d in api.request("GET", path)["dashboards"]:
+            print(f"{d['name']:30} v{d['version']:<4} {d['published_at']}  {d['published_by']:20} "
+                  f"{d['sha256'][:16]}  {d['title']}")
+    elif args.action == "withdraw":
+        reply = api.request("DELETE", path)
+        print(f"withdrew {args.slug}/{args.name}; dashboard server {reply['server']}")
+    return 0
+
+
+def run_audit(args, state: StateDir) -> int:
+    """Read the trail straight from the state directory, as the hub host's root does."""
+    from .audit_log import AuditTrail, stream_name
+
+    trail = AuditTrail(state.audit_dir)
+    stream_name(args.project)  # bad arguments are refused before any file is read
+    if args.action == "export" and args.start > args.end:
+        raise ValueError(f"--from {args.start} is after --to {args.end}")
+    if not trail.exists(args.project):
+        print(f"hdshub: no audit trail for {args.project} in {state.audit_dir}: nothing was "
+              "recorded yet, or its files were removed", file=sys.stderr)
+        return EXIT_FAILED
+    verdict = trail.verify(args.project)
+    if args.action == "verify":
+        print(verdict if verdict.intact else f"{args.project}: {verdict}",
+              file=sys.stdout if verdict.intact else sys.stderr)
+        return 0 if verdict.intact else EXIT_FAILED
+    with private_output(args.output) as out:
+        count = trail.export(args.project, args.start, args.end, args.format, out)
+    print(f"exported {count} events of {args.project} ({args.start} to {args.end})"
+          + (f" to {args.output}" if args.output else ""), file=sys.stderr)
+    if not verdict.intact:
+        print(f"hdshub: warning: the trail of {args.project} is not intact, {verdict}; the "
+              "export may hold altered events", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+@contextlib.contextmanager
+def private_output(path: Path | None):
+    """Standard output, or a file only its owner can read: an export holds personal data."""
+    if path is None:
+        yield sys.stdout
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        yield f
 
 
 if __name__ == "__main__":

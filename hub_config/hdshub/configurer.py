@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from traitlets.config import Config
 
-from . import home, naming, oidc, tls
+from . import audit_hub, culling, dashboard_hub, home, naming, oidc, tiers, tls
+from .audit_api import ROUTE as AUDIT_ROUTE, AuditEventsHandler
+from .egress import load_egress
 from .settings import CLI_SERVICE, Settings
 
 # The CLI manages users, projects and servers; it never gets access to users' servers.
@@ -21,6 +23,16 @@ CLI_SCOPES = [
     "list:users",
     "list:groups",
     "read:hub",
+    "read:roles",
+]
+
+# Hub operators (the local administrator, or the identity provider's admin groups): manage
+# users, groups and servers, never enter a server (no access:servers) nor read users'
+# identity-provider tokens (no admin:auth_state, which admin:users would bring).
+OPERATOR_ROLE = "hdshub-operator"
+OPERATOR_SCOPES = [
+    "admin-ui", "users", "list:users", "read:users", "groups", "list:groups", "read:groups",
+    "admin:servers", "read:hub", "read:roles",
 ]
 
 # A login lasts a working day; the single-user servers' OAuth tokens follow it
@@ -53,6 +65,8 @@ def apply(c: Config, settings: Settings) -> None:
     update_spawner(c, settings)
     update_pages(c, settings)
     update_services(c, settings)
+    update_audit(c, settings)
+    update_handlers(c, settings)
 
 
 def update_hub(c: Config, s: Settings) -> None:
@@ -105,6 +119,13 @@ def update_sessions(c: Config, s: Settings) -> None:
         # Every hub cookie (the _xsrf one too) is https-only and leaves the browser with the
         # login it belongs to.
         "cookie_options": {"secure": True, "expires_days": COOKIE_MAX_AGE_DAYS},
+        # JupyterHub's request log, which also writes refused logins and logouts to the audit
+        # trail: no authenticator hook sees those (update_audit sets the rest of the trail).
+        "log_function": audit_hub.request_logger(
+            str(s.state.audit_dir), audit_hub.trusted_proxies(s.hub_ip)),
+        # A member opening a project's dashboard is not asked to "authorize" the dashboard
+        # server (the hub's own, opened through its viewers' role): dashboard_hub.py.
+        "oauth_no_confirm_list": dashboard_hub.NoConfirmClients(),
     }
 
 
@@ -117,21 +138,18 @@ def update_auth(c: Config, s: Settings) -> None:
     c.LocalAccountsAuthenticator.check_common_password = True
     c.LocalAccountsAuthenticator.allowed_failed_logins = 5
     c.Authenticator.allow_all = True
-    c.Authenticator.admin_users = {s.admin_user}
+    # Nobody holds JupyterHub's admin role: it carries access to every user's server. Hub
+    # operators get OPERATOR_SCOPES instead (update_services).
+    c.Authenticator.admin_users = set()
     c.Authenticator.username_pattern = naming.USERNAME_PATTERN
 
 
 def update_spawner(c: Config, s: Settings) -> None:
     c.JupyterHub.spawner_class = "hdshub.spawner.ProjectSpawner"
-    c.ProjectSpawner.tiers = {
-        name: {
-            "cpu": tier.limits.cpu,
-            "memory_bytes": tier.limits.memory_bytes,
-            "pids": tier.limits.pids,
-        }
-        for name, tier in s.tiers.items()
-    }
+    c.ProjectSpawner.tiers = {name: tiers.enforced(tier) for name, tier in s.tiers.items()}
     c.ProjectSpawner.kit_images = {name: kit.image_tag for name, kit in s.kits.items()}
+    c.ProjectSpawner.egress = s.egress if s.egress is not None else load_egress()
+    c.ProjectSpawner.policies_dir = str(s.state.policies_dir)
     c.ProjectSpawner.use_internal_ip = True
     c.ProjectSpawner.remove = True
     c.ProjectSpawner.pull_policy = "never"
@@ -166,9 +184,43 @@ def update_pages(c: Config, s: Settings) -> None:
 
 
 def update_services(c: Config, s: Settings) -> None:
+    culler, culler_role = culling.service(
+        [tier.quotas.idle_timeout_seconds for tier in s.tiers.values()],
+        s.state.secret("idle-culler-api-token"))
     c.JupyterHub.services = [
-        {"name": CLI_SERVICE, "api_token": s.state.secret("cli-api-token"), "display": False}
+        {"name": CLI_SERVICE, "api_token": s.state.secret("cli-api-token"), "display": False},
+        culler,
     ]
+    operators = ({"groups": list(s.oidc.groups.admin)} if s.oidc is not None and s.oidc.groups
+                 else {"users": [] if s.oidc is not None else [s.admin_user]})
     c.JupyterHub.load_roles = [
-        {"name": CLI_SERVICE, "scopes": CLI_SCOPES, "services": [CLI_SERVICE]}
+        {"name": CLI_SERVICE, "scopes": CLI_SCOPES, "services": [CLI_SERVICE]},
+        culler_role,
+        {"name": OPERATOR_ROLE, "description": "Hub operators: no access to users' servers",
+         "scopes": OPERATOR_SCOPES, **operators},
+    ]
+
+
+def update_audit(c: Config, s: Settings) -> None:
+    """The hub's own audit events: accepted logins, project servers started and stopped.
+    (Refused logins and logouts: update_sessions' log_function; the endpoint project servers
+    send their events to: update_handlers.)"""
+    directory = str(s.state.audit_dir)
+    trusted = audit_hub.trusted_proxies(s.hub_ip)
+    c.Authenticator.post_auth_hook = audit_hub.login_hook(directory, trusted)
+    c.Spawner.pre_spawn_hook, c.Spawner.post_stop_hook = audit_hub.server_hooks(directory, trusted)
+
+
+def update_handlers(c: Config, s: Settings) -> None:
+    """The hub's own endpoints and pages: the audit trail's (audit_api.py) and the
+    dashboards' (dashboard_hub.py). JupyterHub has one list for all, so one setter sets it.
+
+    JupyterHub 6 calls extra_handlers deprecated in favour of services; a service would have
+    to be given every server's address and token to attribute audit events, and could not
+    start dashboard servers or grant access to them, which the hub process does itself.
+    """
+    egress = s.egress if s.egress is not None else load_egress()
+    c.JupyterHub.extra_handlers = [
+        (AUDIT_ROUTE, AuditEventsHandler, {"audit_dir": str(s.state.audit_dir)}),
+        *dashboard_hub.handlers(max_notebook_bytes=egress["notebooks"]["max_bytes"]),
     ]

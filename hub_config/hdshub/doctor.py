@@ -50,6 +50,11 @@ def check_state(state: StateDir, runtime: dict) -> list[Finding]:
     found = []
     for directory, _dirs, files in os.walk(state.path):
         mode = stat.S_IMODE(os.stat(directory).st_mode)
+        if Path(directory).is_relative_to(state.policies_dir):
+            # Policies are read by project containers (mounted read-only), so readable by
+            # all; the private state directory above keeps host users out. Never writable.
+            found.extend(_check_policy_files(directory, mode, files))
+            continue
         if mode & 0o077:
             found.append(problem(f"{directory} has mode {mode:o}: others can list or enter it",
                                  f"chmod 700 {directory}"))
@@ -74,6 +79,16 @@ def check_state(state: StateDir, runtime: dict) -> list[Finding]:
             found.append(problem(f"TLS key {key} has mode {mode:o}: others can read it", f"chmod 600 {key}"))
     if not found:
         found.append(ok(f"state directory {state.path}: private (700/600), secrets present"))
+    return found
+
+
+def _check_policy_files(directory: str, mode: int, files: list[str]) -> list[Finding]:
+    found = []
+    for path, path_mode in [(directory, mode), *((os.path.join(directory, f),
+                            stat.S_IMODE(os.lstat(os.path.join(directory, f)).st_mode)) for f in files)]:
+        if path_mode & 0o022:
+            found.append(problem(f"{path} has mode {path_mode:o}: others can change a project's policy",
+                                 f"chmod go-w {path}"))
     return found
 
 
@@ -198,7 +213,7 @@ def check_containers(state: StateDir) -> list[Finding]:
 
     from .hub_api import HubAPI, HubAPIError
     from .projects import Project
-    from .settings import site_tiers_file
+    from .settings import site_file
     from .tiers import load_tiers
 
     try:
@@ -207,7 +222,7 @@ def check_containers(state: StateDir) -> list[Finding]:
     except docker.errors.DockerException as error:
         return [problem(f"cannot inspect containers ({error})", "run 'hdshub doctor' as root on the hub host")]
     config_dir = os.environ.get("HDSHUB_CONFIG_DIR")
-    tiers = load_tiers(site_tiers_file(Path(config_dir) if config_dir else None))
+    tiers = load_tiers(site_file(Path(config_dir) if config_dir else None, "tiers.yaml"))
     api = HubAPI.from_state(state)
     secrets = {name: (state.path / name).read_text().strip()
                for name in SECRET_FILES if (state.path / name).exists()}

@@ -14,6 +14,13 @@ from .tiers import TierLimits
 NOTEBOOK_USER = "1000:1000"
 IN_MEMORY_DIRS = {"/tmp", "/home/jovyan"}
 PROJECT_MOUNTS = {"/home/jovyan/data": False, "/home/jovyan/work": True, "/home/jovyan/outputs": True}
+# Read-only host folders: the guard extension and the project's policy (containers.py).
+GUARD_MOUNTS = {"/opt/hdshub/guard", "/etc/hdshub"}
+# A project's dashboard server (dashboard_server.py): raw data and the published dashboards,
+# both read-only, and the Voilà template; no work or outputs area.
+DASHBOARD_PURPOSE = "dashboard-server"
+DASHBOARD_MOUNTS = {"/home/jovyan/data": False, "/srv/hdshub/dashboards": False}
+DASHBOARD_HOST_MOUNTS = {"/opt/hdshub/share/voila/templates"}
 
 
 def container_problems(attrs: dict, slug: str, limits: TierLimits | None) -> list[str]:
@@ -44,8 +51,18 @@ def container_problems(attrs: dict, slug: str, limits: TierLimits | None) -> lis
     expect(not any("docker.sock" in (m.get("Source") or "") for m in attrs.get("Mounts", [])),
            "has the Docker socket mounted")
     mounts = {m["Destination"]: m for m in attrs.get("Mounts", [])}
-    expect(set(mounts) == set(PROJECT_MOUNTS), f"mounts {sorted(mounts)}, expected {sorted(PROJECT_MOUNTS)}")
-    for destination, writable in PROJECT_MOUNTS.items():
+    dashboard = (config.get("Labels") or {}).get("org.hdshub.purpose") == DASHBOARD_PURPOSE
+    volume_mounts = DASHBOARD_MOUNTS if dashboard else PROJECT_MOUNTS
+    host_mounts = GUARD_MOUNTS | (DASHBOARD_HOST_MOUNTS if dashboard else set())
+    expected = set(volume_mounts) | host_mounts
+    expect(set(mounts) == expected, f"mounts {sorted(mounts)}, expected {sorted(expected)}")
+    for destination in host_mounts & set(mounts):
+        expect(mounts[destination].get("RW") is False, f"{destination} (from the hub's release) is writable")
+    policy = mounts.get("/etc/hdshub", {}).get("Source", "")
+    policy_folder = f"/policies/{slug}.dashboard" if dashboard else f"/policies/{slug}"
+    expect(not policy or policy.endswith(policy_folder),
+           f"/etc/hdshub is {policy!r}, not project {slug}'s policy folder")
+    for destination, writable in volume_mounts.items():
         mount = mounts.get(destination)
         if mount is None:
             continue

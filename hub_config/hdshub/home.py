@@ -1,4 +1,5 @@
-"""What the home page shows a user: their projects, their role, the kit, their server."""
+"""What the home page shows a user: their projects, their role, the kit, their server, and
+the project's published dashboards."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Callable
 
 from jupyterhub import orm
 
+from . import dashboards
 from .projects import NOTEBOOK_ROLES, Project, roles_by_project
 from .settings import Settings
 
@@ -38,6 +40,8 @@ def projects_for(settings: Settings) -> Callable:
                     "running": bool(spawner and spawner.active),
                     "ready": bool(spawner and spawner.ready),
                     "url": f"{user.url}{slug}/",
+                    "dashboards": dashboards.live(project.dashboards),
+                    "can_publish": bool(roles[slug] & dashboards.PUBLISHER_ROLES),
                 }
             )
         return cards

@@ -109,7 +109,7 @@ def image_specs(root: Path = REPO_ROOT) -> dict[str, ImageSpec]:
             inputs=(
                 ("Dockerfile", "images/base/Dockerfile"),
                 ("requirements.txt", "images/base/requirements.txt"),
-                ("extensions", "extensions"),
+                ("jupyter_server_config.json", "images/base/jupyter_server_config.json"),
             ),
             lock="requirements.txt",
             kind="base",

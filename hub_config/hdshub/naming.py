@@ -13,7 +13,9 @@ import re
 SLUG_PATTERN = re.compile(r"^[a-z](?:[a-z0-9-]{0,28}[a-z0-9])?$")
 # Local and OIDC usernames (sub, RPPS number) fit this; e-mail addresses do not on purpose.
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
-VOLUME_KINDS = ("data", "work", "outputs")
+#: The system user owning every project's dashboard server (dashboards.py): never a person.
+DASHBOARD_OWNER = "dashboards"
+VOLUME_KINDS = ("data", "work", "outputs", "dashboards")
 _ESCAPE_SAFE = set("abcdefghijklmnopqrstuvwxyz0123456789")
 _MAX_ESCAPED_USER = 40
 
@@ -23,7 +25,7 @@ class InvalidName(ValueError):
 
 
 def validate_slug(slug: str) -> str:
-    if not isinstance(slug, str) or not SLUG_PATTERN.match(slug) or "--" in slug:
+    if not isinstance(slug, str) or not SLUG_PATTERN.fullmatch(slug) or "--" in slug:
         raise InvalidName(
             f"invalid project name {slug!r}: use 1-30 characters a-z, 0-9 and '-', starting "
             "with a letter, not ending with '-' (for example: cohorte-diabete-2026) / "
@@ -34,11 +36,16 @@ def validate_slug(slug: str) -> str:
 
 
 def validate_username(username: str) -> str:
-    if not isinstance(username, str) or not re.match(USERNAME_PATTERN, username):
+    if not isinstance(username, str) or not re.fullmatch(USERNAME_PATTERN, username):
         raise InvalidName(
             f"username {username!r} not accepted: 1-64 characters a-z, 0-9, '.', '_' and "
             "'-', starting with a letter or a digit / nom d'utilisateur refusé : 1 à 64 "
             "caractères a-z, 0-9, '.', '_' et '-'"
+        )
+    if username == DASHBOARD_OWNER or username.startswith(f"{DASHBOARD_OWNER}-"):
+        raise InvalidName(
+            f"username {username!r} is reserved: it owns the projects' dashboard servers; "
+            f"choose another / le nom {username!r} est réservé aux serveurs de tableaux de bord"
         )
     return username
 

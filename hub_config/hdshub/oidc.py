@@ -36,9 +36,10 @@ import requests
 from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
 from tornado.httpclient import HTTPClientError
-from traitlets import Bool, Dict, List, Unicode
+from traitlets import Bool, Dict, List, Set, Unicode
 from traitlets.config import Config
 
+from .auth import NoSystemUserLogin
 from .naming import SLUG_PATTERN
 from .projects import ROLES, roles_by_project
 from .validation import DEFAULTS_DIR, ConfigError, load_schema, load_yaml, validate
@@ -348,7 +349,10 @@ def update_auth(c: Config, s: OIDCSettings, public_url: str) -> None:
     a.project_group_prefix = g.prefix
     a.group_map = dict(g.mapping)
     a.allowed_groups = set(g.allowed)
-    a.admin_groups = set(g.admin)
+    # Admin groups hold the hdshub-operator role (configurer.update_services), not JupyterHub's
+    # admin role, which would open every user's server.
+    a.admin_groups = set()
+    a.operator_groups = set(g.admin)
     a.project_roles_allow_login = g.project_roles_allow_login
 
 
@@ -380,14 +384,14 @@ def project_role_groups(idp_groups: object, prefix: str, mapping: dict[str, str]
             hub_groups.add(mapping[name])
         elif prefix and name.startswith(prefix):
             slug, sep, role = name[len(prefix):].rpartition(":")
-            if sep and role in ROLES and SLUG_PATTERN.match(slug) and "--" not in slug:
+            if sep and role in ROLES and SLUG_PATTERN.fullmatch(slug) and "--" not in slug:
                 hub_groups.add(f"{slug}:{role}")
         if name in kept:
             hub_groups.add(name)
     return hub_groups
 
 
-class HdsOIDCAuthenticator(GenericOAuthenticator):
+class HdsOIDCAuthenticator(NoSystemUserLogin, GenericOAuthenticator):
     """GenericOAuthenticator with verified id tokens, a required authentication level,
     project-role groups and refreshes that ask the provider again."""
 
@@ -421,6 +425,12 @@ class HdsOIDCAuthenticator(GenericOAuthenticator):
     project_roles_allow_login = Bool(
         True, config=True,
         help="Let a user holding at least one project role log in, even outside allowed_groups.",
+    )
+    operator_groups = Set(
+        config=True,
+        help="Provider groups of hub operators: kept as hub groups of the same name, which hold "
+             "the hdshub-operator role (JupyterHub's admin role is never given: it opens every "
+             "user's server). Their members may log in.",
     )
 
     _jwks: dict | None = None
@@ -532,12 +542,14 @@ class HdsOIDCAuthenticator(GenericOAuthenticator):
         user_info = auth_state.get(self.user_auth_state_key) or {}
         idp_groups = reduce(lambda d, k: d.get(k) if isinstance(d, dict) else None,
                             self.groups_claim.split("."), user_info)
-        kept = set(self.allowed_groups) | set(self.admin_groups)
+        kept = set(self.allowed_groups) | set(self.operator_groups)
         return project_role_groups(idp_groups or [], self.project_group_prefix,
                                    self.group_map, kept)
 
     async def check_allowed(self, username, auth_model):
         if await super().check_allowed(username, auth_model):
+            return True
+        if auth_model and self.manage_groups and set(auth_model.get("groups") or []) & self.operator_groups:
             return True
         return bool(
             auth_model and self.manage_groups and self.project_roles_allow_login

@@ -15,9 +15,10 @@ LABEL_PROJECT = "org.hdshub.project"
 LABEL_VOLUME_KIND = "org.hdshub.volume"
 # Runs no user code: only chown/chmod of new volumes and data import, never started by users.
 UTILITY_IMAGE = "hdshub/base:latest"
-# Who owns the top of each volume: data belongs to root (read-only for everyone else),
-# work and outputs to the notebook user, shared by all members of the project.
-VOLUME_OWNERSHIP = {"data": ("0:0", "0755"), "work": ("1000:1000", "0770"), "outputs": ("1000:1000", "0770")}
+# Who owns the top of each volume: data and published dashboards belong to root (read-only
+# for everyone else), work and outputs to the notebook user, shared by all members.
+VOLUME_OWNERSHIP = {"data": ("0:0", "0755"), "work": ("1000:1000", "0770"), "outputs": ("1000:1000", "0770"),
+                    "dashboards": ("0:0", "0755")}
 
 
 def ensure_volumes(client: docker.APIClient, project: str) -> dict[str, str]:

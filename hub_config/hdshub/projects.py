@@ -1,7 +1,7 @@
 """The project model: a project is a JupyterHub group with properties; roles are groups too.
 
 - group `<slug>`: the project record, its properties say {kind: project, tier, kit, title,
-  datasets}; it has no members of its own.
+  datasets, dashboards}; it has no members of its own.
 - group `<slug>:<role>`: the members holding a role in the project (analyst, statistician,
   clinician, checker, steward). An identity provider's groups map onto these one to one.
 
@@ -28,6 +28,8 @@ class Project:
     tier: str
     kit: str
     datasets: tuple[dict, ...] = field(default=())
+    # Published dashboards and their versions (dashboards.py).
+    dashboards: tuple[dict, ...] = field(default=())
 
     @classmethod
     def from_group(cls, name: str, properties: dict) -> "Project | None":
@@ -40,6 +42,7 @@ class Project:
             tier=properties["tier"],
             kit=properties["kit"],
             datasets=tuple(properties.get("datasets", ())),
+            dashboards=tuple(properties.get("dashboards", ())),
         )
 
     def properties(self) -> dict:
@@ -49,6 +52,7 @@ class Project:
             "tier": self.tier,
             "kit": self.kit,
             "datasets": list(self.datasets),
+            "dashboards": list(self.dashboards),
         }
 
 

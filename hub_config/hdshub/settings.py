@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .egress import load_egress
 from .kits import Kit, load_kits
 from .oidc import OIDCSettings, load_oidc_settings
 from .state import StateDir
@@ -36,12 +37,14 @@ class Settings:
     # The certificate and key the proxy serves on public_url (`hdshub up` always sets them).
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Egress limits the guard enforces (defaults/egress.yaml and the site's egress.yaml).
+    egress: dict | None = None
 
 
-def site_tiers_file(config_dir: Path | None) -> Path | None:
+def site_file(config_dir: Path | None, name: str) -> Path | None:
     if config_dir is None:
         return None
-    path = config_dir / "tiers.yaml"
+    path = config_dir / name
     return path if path.exists() else None
 
 
@@ -51,7 +54,7 @@ def load_settings(state: StateDir | None = None) -> Settings:
     runtime = state.runtime()
     return Settings(
         state=state,
-        tiers=load_tiers(site_tiers_file(config_dir)),
+        tiers=load_tiers(site_file(config_dir, "tiers.yaml")),
         kits=load_kits(),
         hub_ip=runtime["hub_ip"],
         hub_port=int(runtime["hub_port"]),
@@ -62,4 +65,5 @@ def load_settings(state: StateDir | None = None) -> Settings:
         oidc=load_oidc_settings(config_dir),
         tls_cert=Path(runtime["tls_cert"]),
         tls_key=Path(runtime["tls_key"]),
+        egress=load_egress(site_file(config_dir, "egress.yaml")),
     )

@@ -9,20 +9,17 @@ is refused, so no request can pick an image, a limit, a volume or a network.
 from __future__ import annotations
 
 import asyncio
-import math
 from html import escape
+from pathlib import Path
 
 import docker.errors
 from dockerspawner import DockerSpawner
 from jupyterhub import orm
 from tornado import web
-from traitlets import Dict, Unicode, default
+from traitlets import Dict, Integer, Unicode, default
 
-from . import naming, project_resources
+from . import containers, culling, dashboard_server, dashboards, naming, policy, project_resources
 from .projects import NOTEBOOK_ROLES, Project, roles_by_project
-
-HOME = "/home/jovyan"
-NOTEBOOK_UID = "1000:1000"
 
 
 def refusal(status: int, fr: str, en: str) -> web.HTTPError:
@@ -51,6 +48,18 @@ class ProjectSpawner(DockerSpawner):
         "'hdshub/python-stats:latest'). Set by hdshub.configurer from stats_kits/.",
     ).tag(config=True)
 
+    egress = Dict(
+        help="The validated egress limits (defaults/egress.yaml and the site's), written into "
+        "each server's policy. Set by hdshub.configurer.",
+    ).tag(config=True)
+
+    policies_dir = Unicode(
+        help="Host folder holding one policy folder per project, mounted read-only into its "
+        "containers. Set by hdshub.configurer (in the state directory).",
+    ).tag(config=True)
+
+    _idle_timeout: int | None = None
+
     home_size = Unicode(
         "128m",
         help="Size of the in-memory home directory (dotfiles, kernel runtime files); the "
@@ -58,6 +67,24 @@ class ProjectSpawner(DockerSpawner):
     ).tag(config=True)
 
     tmp_size = Unicode("512m", help="Size of the in-memory /tmp.").tag(config=True)
+
+    dashboard_pool_size = Integer(
+        2,
+        help="Preheated kernels a dashboard server keeps for each published dashboard: each "
+        "has already run the notebook, so a viewer's page shows at once. 0 turns the pool off.",
+    ).tag(config=True)
+
+    dashboard_kernels = Integer(
+        12,
+        help="Kernels a dashboard server may run at once, its pool included: one per open "
+        "dashboard page. They share the tier's memory (the demo's take about 200 MB each).",
+    ).tag(config=True)
+
+    dashboard_kernel_idle_seconds = Integer(
+        900,
+        help="A dashboard page's kernel with no activity for this long is shut down (its page "
+        "was closed without saying so); preheated kernels are kept.",
+    ).tag(config=True)
 
     @default("object_name")
     def _object_name_default(self):
@@ -122,58 +149,71 @@ class ProjectSpawner(DockerSpawner):
             )
         self.image = image
         self.allowed_images = [image]
+        self._idle_timeout = tier["idle_timeout_seconds"]
         self.mem_limit = tier["memory_bytes"]
         self.cpu_limit = tier["cpu"]
-        # Numerical libraries start one thread per *host* core unless told otherwise;
-        # threads count against the pids limit and beyond the CPU quota they only contend.
-        threads = str(max(1, math.ceil(tier["cpu"])))
         self.environment = {
             **self.environment,  # keep what the configuration sets (JUPYTERHUB_ALLOW_TOKEN_IN_URL)
-            **{
-                name: threads
-                for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_MAX_THREADS")
-            },
+            **containers.thread_environment(tier),
+            **containers.guard_environment(),
         }
         self.network_name = network
-        self.volumes = {
-            volumes["work"]: f"{HOME}/work",
-            volumes["outputs"]: f"{HOME}/outputs",
-        }
-        self.read_only_volumes = {volumes["data"]: f"{HOME}/data"}
+        policy_folder = self.write_policy(project, tier)
+        self.volumes, self.read_only_volumes = containers.project_mounts(volumes, policy_folder)
         self.extra_create_kwargs = {
-            "user": NOTEBOOK_UID,
-            "working_dir": HOME,
-            "labels": {
-                project_resources.LABEL_PROJECT: project.slug,
-                "org.hdshub.user": naming.escape_username(self.user.name),
-            },
+            "user": containers.NOTEBOOK_UID,
+            "working_dir": containers.HOME,
+            "labels": containers.labels(project.slug, self.user.name, "notebook-server"),
         }
+        limits = containers.limits(tier)
         self.extra_host_config = {
-            "read_only": True,
-            "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges:true"],
-            "pids_limit": tier["pids"],
-            # No swap beyond the tier's memory: a memory hog is stopped, not slowed down.
-            "memswap_limit": tier["memory_bytes"],
-            "init": True,
-            "privileged": False,
-            "ipc_mode": "private",
-            "tmpfs": {
-                "/tmp": f"rw,nosuid,nodev,noexec,size={self.tmp_size}",
-                HOME: f"rw,nosuid,nodev,noexec,size={self.home_size},uid=1000,gid=1000,mode=0700",
-            },
+            **containers.hardening(tmp_size=self.tmp_size, home_size=self.home_size),
+            # Memory and CPU go through DockerSpawner's own traits (set above).
+            "pids_limit": limits["pids_limit"],
+            "memswap_limit": limits["memswap_limit"],
         }
+
+    def write_policy(self, project: Project, tier: dict):
+        """Write the policy the guard enforces in this server; return its host folder."""
+        folder = Path(self.policies_dir) / project.slug
+        policy.write(folder, policy.build(project, self.egress, tier, "notebook"))
+        return folder
 
     def get_env(self):
         env = super().get_env()
         env["HDSHUB_PROJECT"] = self.name
-        env["HOME"] = HOME
+        env["HOME"] = containers.HOME
         return env
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def check_project_servers(self, project: Project) -> None:
+        """The tier's concurrent-server quota, counted over every member of the project
+        (servers running or starting: JupyterHub records a server before starting it)."""
+        tier = self.tiers.get(project.tier)
+        if tier is None:
+            return  # configure_for refuses an unknown tier with its own message
+        running = (
+            self.db.query(orm.Spawner)
+            .filter(orm.Spawner.name == project.slug, orm.Spawner.server_id.isnot(None),
+                    orm.Spawner.id != self.orm_spawner.id)  # ours has its record already
+            .count()
+        )
+        if running >= tier["servers"]:
+            raise refusal(
+                429,
+                f"Le projet {project.slug} a déjà {running} serveurs en marche, le maximum de "
+                f"l'offre {project.tier} : demandez à un membre d'arrêter le sien, ou passez à "
+                "une offre supérieure.",
+                f"Project {project.slug} already has {running} servers running, the most the "
+                f"{project.tier} tier allows: ask a member to stop theirs, or move to a higher tier.",
+            )
+
     async def start(self):
+        if self.user.name == dashboards.OWNER:
+            return await self.start_dashboard_server()
         project, _roles = self.authorized_project()
+        self.check_project_servers(project)
         volumes, network = await asyncio.wrap_future(
             self.executor.submit(self._ensure_project_resources, project.slug)
         )
@@ -181,6 +221,64 @@ class ProjectSpawner(DockerSpawner):
         ip, port = await super().start()
         await self._wait_listening(ip, port)
         return ip, port
+
+    # -- the project's dashboard server (dashboards/<project>, see dashboard_server.py) ----
+
+    def dashboard_project(self) -> Project:
+        """The project whose dashboards this server serves, or a refusal."""
+        group = orm.Group.find(self.user.db, name=self.name) if self.name else None
+        project = Project.from_group(self.name, group.properties) if group else None
+        if project is None:
+            raise refusal(404, f"Projet inconnu : {self.name}.", f"Unknown project: {self.name}.")
+        if self.user_options:
+            raise refusal(400, "Les options de démarrage ne sont pas acceptées.",
+                          "Start options are not accepted.")
+        if not dashboards.live(project.dashboards):
+            raise refusal(409, f"Le projet {project.slug} n'a aucun tableau de bord publié.",
+                          f"Project {project.slug} has no published dashboard.")
+        return project
+
+    async def start_dashboard_server(self):
+        project = self.dashboard_project()
+        volumes, network = await asyncio.wrap_future(
+            self.executor.submit(self._ensure_project_resources, project.slug)
+        )
+        self.configure_for(project, volumes, network)  # image, limits, hardening: as any server
+        self.configure_dashboard_server(project, volumes)
+        dashboard_server.grant_viewers(self.db, project.slug)
+        ip, port = await super().start()
+        await self._wait_listening(ip, port)
+        return ip, port
+
+    def configure_dashboard_server(self, project: Project, volumes: dict[str, str]) -> None:
+        """What differs from a notebook server: Voilà only, guard in dashboard mode, every
+        mount read-only, no work or outputs area."""
+        tier = {**self.tiers[project.tier], "kernels": self.dashboard_kernels,
+                "idle_timeout_seconds": self.dashboard_kernel_idle_seconds}
+        folder = dashboard_server.policy_folder(self.policies_dir, project.slug)
+        policy.write(folder, policy.build(project, self.egress, tier, "dashboard"))
+        self.volumes = {}
+        self.read_only_volumes = dashboard_server.mounts(volumes, folder)
+        self.environment = {**self.environment, **dashboard_server.environment()}
+        self.notebook_dir = dashboards.LIVE_DIR
+        self.default_url = dashboard_server.DEFAULT_URL
+        self.extra_create_kwargs = {
+            **self.extra_create_kwargs,
+            "labels": containers.labels(project.slug, self.user.name, dashboard_server.PURPOSE),
+        }
+
+    async def poll(self):
+        status = await super().poll()
+        if status is None and self.user.name == dashboards.OWNER:
+            # Also at hub start, which deletes the viewers' role (see grant_viewers).
+            dashboard_server.grant_viewers(self.db, self.name)
+        return status
+
+    def get_args(self):
+        args = super().get_args()
+        if self.user.name == dashboards.OWNER:
+            args += dashboard_server.server_args(self.dashboard_pool_size, self.cpu_limit or 1)
+        return args
 
     async def _wait_listening(self, ip: str, port: int) -> None:
         """Return as soon as the server listens, so that the hub's own check passes at once.
@@ -223,6 +321,21 @@ class ProjectSpawner(DockerSpawner):
                 f"Image {image} is not built on this host; the administrator must run "
                 "'hdshub images build'.",
             ) from None
+
+    def get_state(self):
+        """Besides DockerSpawner's: the tier's idle timeout, read by the idle culler."""
+        state = super().get_state()
+        if self._idle_timeout is not None:
+            state[culling.STATE_KEY] = self._idle_timeout
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self._idle_timeout = state.get(culling.STATE_KEY)
+
+    def clear_state(self):
+        super().clear_state()
+        self._idle_timeout = None
 
     async def stop(self, now=False):
         # A refused start never created a container: nothing to stop.

@@ -52,6 +52,17 @@ class StateDir:
         return self.path / "tls"
 
     @property
+    def policies_dir(self) -> Path:
+        """One folder per project holding the policy its containers enforce (mounted
+        read-only into them, so the folder is world-readable; nothing secret goes there)."""
+        return self.path / "policies"
+
+    @property
+    def audit_dir(self) -> Path:
+        """The audit trail (audit_log.py): owner only, never mounted into a container."""
+        return self.path / "audit"
+
+    @property
     def runtime_file(self) -> Path:
         return self.path / "hub.json"
 

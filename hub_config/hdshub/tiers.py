@@ -14,6 +14,8 @@ from .validation import DEFAULTS_DIR, ConfigError, load_schema, load_yaml, valid
 
 DEFAULT_TIERS_FILE = DEFAULTS_DIR / "tiers.yaml"
 _SIZE_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3}
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MIN_IDLE_TIMEOUT = 60
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,17 @@ class TierLimits:
     cpu: float
     memory_bytes: int
     pids: int
+    kernels: int
+
+
+@dataclass(frozen=True)
+class TierQuotas:
+    """What a whole project on this tier may use."""
+
+    servers: int
+    storage_bytes: int
+    idle_timeout_seconds: int
+    max_age_seconds: int
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,7 @@ class Tier:
     title: dict[str, str]
     price_eur_ht_per_month: float | None  # None: on quote
     limits: TierLimits
+    quotas: TierQuotas
 
 
 def parse_size(text: str) -> int:
@@ -39,6 +53,28 @@ def parse_size(text: str) -> int:
     if not match:
         raise ConfigError(f"'{text}' is not a size such as 512M or 4G")
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def enforced(tier: Tier) -> dict:
+    """The tier's numbers in plain units, as the spawner and the guard's policy take them."""
+    return {
+        "cpu": tier.limits.cpu,
+        "memory_bytes": tier.limits.memory_bytes,
+        "pids": tier.limits.pids,
+        "kernels": tier.limits.kernels,
+        "servers": tier.quotas.servers,
+        "storage_bytes": tier.quotas.storage_bytes,
+        "idle_timeout_seconds": tier.quotas.idle_timeout_seconds,
+        "max_age_seconds": tier.quotas.max_age_seconds,
+    }
+
+
+def parse_duration(text: str) -> int:
+    """'45m' -> seconds. The schema has already checked the form."""
+    match = re.fullmatch(r"([0-9]+)([smhd])", text)
+    if not match:
+        raise ConfigError(f"'{text}' is not a duration such as 45m, 2h or 1d")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
 def load_tiers(site_file: Path | None = None) -> dict[str, Tier]:
@@ -71,6 +107,22 @@ def load_tiers(site_file: Path | None = None) -> dict[str, Tier]:
                 cpu=float(raw["limits"]["cpu"]),
                 memory_bytes=memory,
                 pids=int(raw["limits"]["pids"]),
+                kernels=int(raw["limits"]["kernels"]),
             ),
+            quotas=_quotas(source, name, raw["quotas"]),
         )
     return tiers
+
+
+def _quotas(source: str, name: str, raw: dict) -> TierQuotas:
+    idle = parse_duration(raw["idle_timeout"])
+    if idle < MIN_IDLE_TIMEOUT:
+        raise ConfigError(
+            f"{source}: key 'tiers.{name}.quotas.idle_timeout': {raw['idle_timeout']} is too "
+            "short. Expected: at least 60s, or servers stop while users read their results")
+    return TierQuotas(
+        servers=int(raw["servers"]),
+        storage_bytes=parse_size(raw["storage"]),
+        idle_timeout_seconds=idle,
+        max_age_seconds=parse_duration(raw["max_age"]),
+    )

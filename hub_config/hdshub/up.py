@@ -27,7 +27,8 @@ from . import accounts, demo, firewall, manage, tls
 from .hub_api import HubAPI
 from .kits import load_kits
 from .oidc import load_oidc_settings
-from .settings import REPO_ROOT, Settings, load_settings, site_tiers_file
+from .egress import load_egress
+from .settings import REPO_ROOT, Settings, load_settings, site_file
 from .tiers import load_tiers
 from .state import StateDir
 
@@ -83,11 +84,16 @@ def bootstrap(state: StateDir, settings: Settings, admin_user: str, with_demo: b
     api = HubAPI.from_state(state)
     local_accounts = settings.oidc is None
     if local_accounts and not accounts.has_local_account(state, admin_user):
-        password = accounts.add_local_account(api, state, admin_user, admin=True)
+        password = accounts.add_local_account(api, state, admin_user)
         out(f"\n  Administrator account: {admin_user}")
         out(f"  Password (shown once, keep it safe): {password}\n")
-    if not with_demo or api.get_group(demo.DEMO_SLUG) is not None:
-        return
+    if with_demo and api.get_group(demo.DEMO_SLUG) is None:
+        create_demo(api, settings, admin_user, local_accounts, out)
+    if with_demo:
+        publish_demo_dashboard(api, out)
+
+
+def create_demo(api: HubAPI, settings: Settings, admin_user: str, local_accounts: bool, out) -> None:
     kit = "python-stats" if "python-stats" in settings.kits else sorted(settings.kits)[0]
     manage.create_project(api, manage.check_new_project(
         settings.tiers, settings.kits, demo.DEMO_SLUG, "public", kit, demo.DEMO_TITLE
@@ -100,10 +106,23 @@ def bootstrap(state: StateDir, settings: Settings, admin_user: str, with_demo: b
     out(f"[up] demo project '{demo.DEMO_SLUG}' created with a synthetic cohort")
 
 
+def publish_demo_dashboard(api: HubAPI, out) -> None:
+    """The demo's dashboard, published once (a withdrawn one stays withdrawn)."""
+    project = manage.get_project(api, demo.DEMO_SLUG)
+    if any(d["name"] == demo.DEMO_DASHBOARD.stem for d in project.dashboards):
+        return
+    notebook = demo.copy_to_work(docker.from_env(), demo.DEMO_SLUG, demo.DEMO_DASHBOARD)
+    api.timeout = 180  # publishing starts the dashboard server
+    reply = api.request("POST", f"/hdshub/dashboards/{demo.DEMO_SLUG}",
+                        json={"notebook": notebook, "by": "hdshub up"})
+    out(f"[up] demo dashboard '{reply['name']}' published from {notebook} (server {reply['server']})")
+
+
 def check_policies() -> None:
     config_dir = os.environ.get("HDSHUB_CONFIG_DIR")
     config_path = Path(config_dir) if config_dir else None
-    load_tiers(site_tiers_file(config_path))
+    load_tiers(site_file(config_path, "tiers.yaml"))
+    load_egress(site_file(config_path, "egress.yaml"))
     load_kits()
     load_oidc_settings(config_path)
 

@@ -65,6 +65,22 @@ def remove_test_objects(client, with_demo: bool):
             network.remove()
 
 
+#: A site tier small enough to reach its quotas in a test (tests/integration/test_quotas.py).
+SMALL_TIER = "test-small"
+SMALL_TIER_YAML = f"""tiers:
+  {SMALL_TIER}:
+    title: {{fr: Petit palier de test, en: Small test tier}}
+    price: {{on_quote: true}}
+    limits: {{cpu: 1.0, memory: 512M, pids: 256, kernels: 2}}
+    quotas: {{servers: 1, storage: 30M, idle_timeout: 60s, max_age: 150s}}
+"""
+
+
+def site_config(folder):
+    (folder / "tiers.yaml").write_text(SMALL_TIER_YAML, encoding="utf-8")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def hub(docker_client, tmp_path_factory):
     """One hub for the session. It creates the demo project only on a machine with no demo
@@ -75,6 +91,7 @@ def hub(docker_client, tmp_path_factory):
     remove_test_objects(docker_client, with_demo=False)
     running = RunningHub(
         state_dir=tmp_path_factory.mktemp("hub-state"),
+        config_dir=site_config(tmp_path_factory.mktemp("hub-config")),
         public_url=f"https://127.0.0.1:{free_port()}",
         hub_port=free_port(), proxy_api_port=free_port(),
         with_demo=not demo_exists,

@@ -206,11 +206,14 @@ def test_member_logs_in_as_sub_with_project_roles_from_the_provider(hub, provide
     assert not any("@" in name for name in names)
 
 
-def test_admin_group_makes_a_hub_admin(hub, provider):
+def test_admin_group_makes_a_hub_operator_not_a_jupyterhub_admin(hub, provider):
     user = new_user(provider, ["hdshub-admins"])
     _, reply = log_in(hub, user)
     assert reply.status_code == 200, page_text(reply)[:1000]
-    assert hub.user(user.sub)["admin"] is True
+    model = hub.user(user.sub)
+    # The hub group of the provider's admin group holds hdshub-operator (configurer; see
+    # tests/unit/test_configurer.py), never JupyterHub's admin role.
+    assert model["admin"] is False and "hdshub-admins" in model["groups"]
 
 
 def test_user_in_no_allowed_group_is_refused(hub, provider):

@@ -177,3 +177,21 @@ def test_logout_in_one_tab_ends_the_server_session_of_the_other(hub, alice_serve
     # A logout ends that browser's session only.
     assert other_browser.get(f"{alice_server.url}/api/status", timeout=30).status_code == 200
 
+
+
+def test_hub_operators_manage_but_never_enter_users_servers(hub, alice_server):
+    """The local administrator holds hdshub-operator, not JupyterHub's admin role."""
+    operator = hub.as_user(hub.user_token("admin"))
+    api = f"{hub.public_url}/hub/api"
+    model = operator.get(f"{api}/users/admin", timeout=10).json()
+    assert model["admin"] is False and "hdshub-operator" in model["roles"], model
+    users = operator.get(f"{api}/users", timeout=10)
+    assert users.status_code == 200 and "alice" in [u["name"] for u in users.json()]
+    alice = operator.get(f"{api}/users/alice", timeout=10).json()
+    assert alice_server.slug in alice["servers"]  # sees it, may stop it (admin:servers)...
+    assert operator.get(f"{alice_server.url}/api/status", timeout=30).status_code == 403  # ...never enters
+    assert operator.get(f"{alice_server.url}/api/contents/work", timeout=30).status_code == 403
+    assert operator.post(f"{api}/users/alice/tokens", json={}, timeout=10).status_code == 403
+    browser = hub.login("admin", hub.admin_password)
+    reply = browser.get(f"{alice_server.url}/lab", timeout=30)
+    assert reply.status_code == 403, reply.status_code

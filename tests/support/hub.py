@@ -29,10 +29,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cli(state_dir: Path, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+def cli(state_dir: Path, *argv: str, check: bool = True,
+        config_dir: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **({"HDSHUB_CONFIG_DIR": str(config_dir)} if config_dir else {})}
     result = subprocess.run(
         [*HDSHUB, "--state-dir", str(state_dir), *argv],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, env=env,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"hdshub {' '.join(argv)} failed ({result.returncode}):\n"
@@ -50,6 +52,7 @@ class RunningHub:
     process: subprocess.Popen | None = None
     output: list[str] = field(default_factory=list)
     admin_password: str | None = None
+    config_dir: Path | None = None  # HDSHUB_CONFIG_DIR: site tiers, egress, auth
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -63,7 +66,8 @@ class RunningHub:
             argv.append("--no-demo")
         self.process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1",
+                 **({"HDSHUB_CONFIG_DIR": str(self.config_dir)} if self.config_dir else {})},
         )
         ready = threading.Event()
 
@@ -138,7 +142,7 @@ class RunningHub:
         return session
 
     def cli(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
-        return cli(self.state_dir, *argv, check=check)
+        return cli(self.state_dir, *argv, check=check, config_dir=self.config_dir)
 
     def add_user(self, name: str) -> str:
         return json.loads(self.cli("user", "add", name, "--json").stdout)["password"]

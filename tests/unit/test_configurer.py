@@ -32,9 +32,13 @@ def c(settings):
 def test_spawner_limits_come_from_the_tiers_file(c, settings):
     assert c.JupyterHub.spawner_class == "hdshub.spawner.ProjectSpawner"
     for name, tier in settings.tiers.items():
-        assert c.ProjectSpawner.tiers[name] == {
-            "cpu": tier.limits.cpu, "memory_bytes": tier.limits.memory_bytes, "pids": tier.limits.pids,
-        }
+        enforced = c.ProjectSpawner.tiers[name]
+        assert (enforced["cpu"], enforced["memory_bytes"], enforced["pids"], enforced["kernels"]) == (
+            tier.limits.cpu, tier.limits.memory_bytes, tier.limits.pids, tier.limits.kernels)
+        assert (enforced["servers"], enforced["storage_bytes"], enforced["idle_timeout_seconds"],
+                enforced["max_age_seconds"]) == (
+            tier.quotas.servers, tier.quotas.storage_bytes, tier.quotas.idle_timeout_seconds,
+            tier.quotas.max_age_seconds)
 
 
 def test_every_kit_maps_to_its_image(c, settings):
@@ -54,11 +58,27 @@ def test_user_configuration_and_self_signup_are_off(c):
     assert not re.match(c.Authenticator.username_pattern, "Alice@chu.fr")
 
 
-def test_cli_token_never_reaches_users_servers(c, settings):
-    (role,) = c.JupyterHub.load_roles
-    assert not any(scope.startswith("access:") for scope in role["scopes"])
-    (service,) = c.JupyterHub.services
-    assert service["api_token"] == settings.state.secret("cli-api-token")
+def test_services_never_reach_users_servers(c, settings):
+    """Neither the CLI nor the idle culler may open a user's server."""
+    for role in c.JupyterHub.load_roles:
+        assert not any(scope.startswith("access:") for scope in role["scopes"]), role
+    services = {service["name"]: service for service in c.JupyterHub.services}
+    assert services["hdshub-cli"]["api_token"] == settings.state.secret("cli-api-token")
+    assert "delete:servers" in next(r for r in c.JupyterHub.load_roles if r["name"] == "hdshub-idle-culler")["scopes"]
+
+
+def test_the_idle_culler_holds_each_server_to_its_tier(c, settings):
+    from datetime import timedelta
+
+    from hdshub.culling import cull_by_tier
+
+    culler = next(s for s in c.JupyterHub.services if s["name"] == "hdshub-idle-culler")
+    shortest = min(t.quotas.idle_timeout_seconds for t in settings.tiers.values())
+    assert f"--timeout={shortest}" in culler["command"]
+    server = {"state": {"idle_timeout_seconds": 4 * 3600}}
+    assert not cull_by_tier(timedelta(hours=3), shortest, server)
+    assert cull_by_tier(timedelta(hours=4), shortest, server)
+    assert cull_by_tier(timedelta(seconds=shortest), shortest, {"state": {}})
 
 
 def test_secrets_are_private_files(settings):
@@ -68,3 +88,11 @@ def test_secrets_are_private_files(settings):
         if path.is_file():
             assert path.stat().st_mode & 0o077 == 0, path
     assert settings.state.path.stat().st_mode & 0o077 == 0
+
+
+def test_nobody_is_a_jupyterhub_admin_operators_hold_a_narrower_role(c, settings):
+    assert c.Authenticator.admin_users == set()
+    operator = next(r for r in c.JupyterHub.load_roles if r["name"] == configurer.OPERATOR_ROLE)
+    assert operator["users"] == [settings.admin_user]
+    assert not any(s.startswith(("access:", "admin:auth_state", "admin:users", "tokens"))
+                   for s in operator["scopes"])

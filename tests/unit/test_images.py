@@ -67,25 +67,31 @@ def test_hashes_are_stable(repo):
     assert all(len(value) == 64 for value in hashes(repo).values())
 
 
-def test_an_extension_change_rebuilds_base_and_kits_not_rootfs(repo):
+def test_a_server_config_change_rebuilds_base_and_kits_not_rootfs(repo):
     before = hashes(repo)
-    guard = repo / "extensions/hdshub_guard/__init__.py"
-    guard.write_text(guard.read_text() + "\n# changed\n")
+    config = repo / "images/base/jupyter_server_config.json"
+    config.write_text(config.read_text() + "\n")
     after = hashes(repo)
     assert after["rootfs"] == before["rootfs"]
     assert after["base"] != before["base"]
     assert after["python-stats"] != before["python-stats"]
 
 
-def test_a_new_extension_file_counts_but_bytecode_and_docs_do_not(repo):
+def test_the_guard_is_not_in_any_image(repo):
+    """The guard is mounted from the hub's release: changing it rebuilds nothing."""
     before = hashes(repo)
-    cache = repo / "extensions/hdshub_guard/__pycache__"
-    cache.mkdir()
-    (cache / "__init__.cpython-311.pyc").write_bytes(b"local artefact")
-    (repo / "extensions/README.md").write_text("documentation only")
+    guard = repo / "extensions/hdshub_guard/__init__.py"
+    guard.write_text(guard.read_text() + "\n# changed\n")
     assert hashes(repo) == before
-    (repo / "extensions/jupyter_server_config.d/extra.json").write_text("{}")
-    assert hashes(repo)["base"] != before["base"]
+
+
+def test_bytecode_and_docs_do_not_count(repo):
+    before = hashes(repo)
+    cache = repo / "images/base/__pycache__"
+    cache.mkdir()
+    (cache / "x.cpython-311.pyc").write_bytes(b"local artefact")
+    (repo / "images/base/README.md").write_text("documentation only")
+    assert hashes(repo) == before
 
 
 def test_a_kit_lock_change_rebuilds_that_kit_only(repo):

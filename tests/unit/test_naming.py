@@ -7,7 +7,8 @@ import pytest
 from hdshub import naming
 
 DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-HOSTILE = ["../etc", "a b", "ABC", "x" * 200, "données", "a--b", "-a", "a-", "", "a/b", "a.b", "a:b", "1abc"]
+HOSTILE = ["../etc", "a b", "ABC", "x" * 200, "données", "a--b", "-a", "a-", "", "a/b", "a.b", "a:b", "1abc",
+           "demo\n"]
 
 
 @pytest.mark.parametrize("slug", HOSTILE)
@@ -55,7 +56,7 @@ def test_bridge_interfaces_fit_linux_and_the_firewall_match():
     assert naming.bridge_interface("a") != naming.bridge_interface("b")
 
 
-@pytest.mark.parametrize("username", ["Alice", "a b", "x" * 65, "", "../x", "é", "a@b.fr"])
+@pytest.mark.parametrize("username", ["Alice", "a b", "x" * 65, "", "../x", "é", "a@b.fr", "alice\n"])
 def test_usernames_outside_the_pattern_are_refused(username):
     with pytest.raises(naming.InvalidName):
         naming.validate_username(username)

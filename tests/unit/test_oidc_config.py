@@ -80,7 +80,7 @@ def test_hospital_preset_sets_the_authenticator(secret_file):
     assert a.manage_groups is True
     assert a.groups_claim == "groups" and a.project_group_prefix == "hdshub:"
     assert a.allowed_groups == {"hdshub-users"}
-    assert a.admin_groups == {"hdshub-admins"}
+    assert a.admin_groups == set() and a.operator_groups == {"hdshub-admins"}
     assert a.enable_auth_state is True
     assert a.auth_refresh_age == 300
     assert a.refresh_pre_spawn is True

@@ -12,7 +12,8 @@ BAD_TIERS = """tiers:
   public:
     title: {fr: Public, en: Public}
     price: {eur_ht_per_month: 150}
-    limits: {cpu: 1, memory: 4 gigas, pids: 512}
+    limits: {cpu: 1, memory: 4 gigas, pids: 512, kernels: 4}
+    quotas: {servers: 5, storage: 20G, idle_timeout: 2h, max_age: 12h}
 """
 
 

@@ -9,7 +9,8 @@ from hdshub.validation import ConfigError, load_schema
 GOOD_TIER = {
     "title": {"fr": "CHU de test", "en": "Test hospital"},
     "price": {"on_quote": True},
-    "limits": {"cpu": 4, "memory": "16G", "pids": 2048},
+    "limits": {"cpu": 4, "memory": "16G", "pids": 2048, "kernels": 6},
+    "quotas": {"servers": 10, "storage": "50G", "idle_timeout": "90m", "max_age": "2d"},
 }
 
 
@@ -62,11 +63,12 @@ def test_a_site_replaces_a_default_tier_as_a_whole(tmp_path):
 @pytest.mark.parametrize(
     "limits, key, expected",
     [
-        ({"cpu": 1, "memory": "lots", "pids": 256}, "tiers.bad.limits.memory", "a size such as 512M or 4G"),
-        ({"cpu": 0, "memory": "1G", "pids": 256}, "tiers.bad.limits.cpu", "a number from 0.1 to 64"),
-        ({"cpu": 1, "memory": "1G", "pids": 5}, "tiers.bad.limits.pids", "an integer from 64 to 32768"),
-        ({"cpu": 1, "memory": "1G", "pids": 256, "gpu": 1}, "tiers.bad.limits", "one of the keys cpu, memory, pids"),
-        ({"cpu": 1, "memory": "100M", "pids": 256}, "tiers.bad.limits.memory", "at least 256M"),
+        ({"cpu": 1, "memory": "lots", "pids": 256, "kernels": 2}, "tiers.bad.limits.memory", "a size such as 512M or 4G"),
+        ({"cpu": 0, "memory": "1G", "pids": 256, "kernels": 2}, "tiers.bad.limits.cpu", "a number from 0.1 to 64"),
+        ({"cpu": 1, "memory": "1G", "pids": 5, "kernels": 2}, "tiers.bad.limits.pids", "an integer from 64 to 32768"),
+        ({"cpu": 1, "memory": "1G", "pids": 256, "kernels": 2, "gpu": 1}, "tiers.bad.limits", "one of the keys cpu, kernels, memory, pids"),
+        ({"cpu": 1, "memory": "100M", "pids": 256, "kernels": 2}, "tiers.bad.limits.memory", "at least 256M"),
+        ({"cpu": 1, "memory": "1G", "pids": 256, "kernels": 0}, "tiers.bad.limits.kernels", "an integer from 1 to 64"),
     ],
 )
 def test_bad_values_name_the_key_and_the_expected_form(tmp_path, limits, key, expected):
@@ -91,3 +93,27 @@ def test_unreadable_or_invalid_yaml_is_a_clear_error(tmp_path):
     bad.write_text("tiers: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_tiers(bad)
+
+
+@pytest.mark.parametrize(
+    "quotas, key, expected",
+    [
+        ({"servers": 0, "storage": "1G", "idle_timeout": "1h", "max_age": "1d"}, "tiers.bad.quotas.servers", "an integer from 1 to 1000"),
+        ({"servers": 2, "storage": "a lot", "idle_timeout": "1h", "max_age": "1d"}, "tiers.bad.quotas.storage", "a size such as 500M or 20G"),
+        ({"servers": 2, "storage": "1G", "idle_timeout": "soon", "max_age": "1d"}, "tiers.bad.quotas.idle_timeout", "a duration such as 45m"),
+        ({"servers": 2, "storage": "1G", "idle_timeout": "30s", "max_age": "1d"}, "tiers.bad.quotas.idle_timeout", "at least 60s"),
+        ({"servers": 2, "storage": "1G", "idle_timeout": "1h"}, "tiers.bad.quotas", "max_age"),
+    ],
+)
+def test_bad_quotas_name_the_key_and_the_expected_form(tmp_path, quotas, key, expected):
+    site = write_site(tmp_path, {"bad": {**GOOD_TIER, "quotas": quotas}})
+    with pytest.raises(ConfigError) as error:
+        load_tiers(site)
+    assert f"key '{key}'" in str(error.value) and expected in str(error.value), str(error.value)
+
+
+def test_quotas_are_read_in_plain_units(tmp_path):
+    tier = load_tiers(write_site(tmp_path, {"chu-test": GOOD_TIER}))["chu-test"]
+    assert tier.quotas.storage_bytes == 50 * 1024**3
+    assert (tier.quotas.idle_timeout_seconds, tier.quotas.max_age_seconds) == (5400, 172800)
+    assert (tier.quotas.servers, tier.limits.kernels) == (10, 6)

@@ -1,0 +1,158 @@
+"""The guard's cost on the contents API: requests/s with and without it, same container.
+
+Runs `hdshub up` on a throwaway state directory, starts a real project server (guarded, as
+every server is), then starts a twin container from the same image, environment, volumes and
+network but with the guard extension switched off on its command line (something the hub
+never does). Both are driven directly on the project network from the host, with the same
+user token, in interleaved rounds: GET of a notebook (what JupyterLab does when opening one),
+PUT of it (a save, which the guard traces with a sha256), and a directory listing.
+
+Prints one JSON object. Usage: .venv/bin/python benchmarks/guard.py [--requests 300] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hdshub import naming  # noqa: E402
+from tests.support.hub import RunningHub, free_port  # noqa: E402
+
+NOTEBOOK = {"cells": [{"cell_type": "code", "source": f"x = {i}", "metadata": {}, "outputs": [],
+                       "execution_count": None} for i in range(50)],
+            "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def twin_without_guard(client, guarded, slug):
+    """A container like the guarded one, its guard switched off (benchmark only)."""
+    attrs = guarded.attrs
+    host = attrs["HostConfig"]
+    env = [e for e in attrs["Config"]["Env"] if not e.startswith("PYTHONPATH=")]
+    twin = client.containers.run(
+        attrs["Config"]["Image"],
+        ["jupyterhub-singleuser", '--ServerApp.jpserver_extensions={"hdshub_guard": False}'],
+        detach=True, name=guarded.name + "-noguard", user=attrs["Config"]["User"],
+        environment=env, working_dir=attrs["Config"]["WorkingDir"], read_only=True,
+        tmpfs=host["Tmpfs"], mounts=[docker.types.Mount(m["Destination"], m["Name"], type="volume", read_only=not m["RW"])
+                                     for m in attrs["Mounts"] if m["Type"] == "volume"],
+        network=naming.network_name(slug), mem_limit=host["Memory"], nano_cpus=int(1e9),
+        cap_drop=["ALL"], security_opt=["no-new-privileges:true"], labels={"org.hdshub.project": slug},
+    )
+    return twin
+
+
+def ip_of(client, container, slug) -> str:
+    for _ in range(100):
+        container.reload()
+        ip = container.attrs["NetworkSettings"]["Networks"][naming.network_name(slug)]["IPAddress"]
+        if ip:
+            return ip
+        time.sleep(0.1)
+    raise RuntimeError("no IP")
+
+
+def wait_up(url: str, session: requests.Session) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if session.get(url + "api/status", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def rate(session: requests.Session, url: str, kind: str, n: int, workers: int = 4) -> float:
+    target = url + "api/contents/work/bench.ipynb"
+
+    def one(_):
+        if kind == "get":
+            reply = session.get(target, timeout=30)
+        elif kind == "put":
+            reply = session.put(target, json={"type": "notebook", "content": NOTEBOOK}, timeout=30)
+        else:
+            reply = session.get(url + "api/contents/work", timeout=30)
+        assert reply.status_code in (200, 201), reply.text[:200]
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, range(n)))
+    return n / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    client = docker.from_env()
+    hub = RunningHub(state_dir=Path(tempfile.mkdtemp(prefix="hdshub-bench-")),
+                     public_url=f"https://127.0.0.1:{free_port()}", hub_port=free_port(),
+                     proxy_api_port=free_port(), with_demo=False)
+    hub.start()
+    slug, user = "bench-guard", "bench"
+    twin = None
+    try:
+        hub.cli("project", "create", slug, "--tier", "public", "--kit", "python-stats", "--title", "bench")
+        hub.add_user(user)
+        hub.cli("project", "add-member", slug, user, "--role", "analyst")
+        token = hub.user_token(user)
+        api = hub.as_user(token)
+        api.post(f"{hub.public_url}/hub/api/users/{user}/servers/{slug}", timeout=60)
+        while not api.get(f"{hub.public_url}/hub/api/users/{user}", timeout=10).json()["servers"].get(slug, {}).get("ready"):
+            time.sleep(0.2)
+        guarded = client.containers.get(naming.container_name(slug, user))
+        twin = twin_without_guard(client, guarded, slug)
+        session = requests.Session()
+        session.trust_env = False
+        session.headers["Authorization"] = f"token {token}"
+        prefix = f"/user/{user}/{slug}/"
+        urls = {"guard": f"http://{ip_of(client, guarded, slug)}:8888{prefix}",
+                "no-guard": f"http://{ip_of(client, twin, slug)}:8888{prefix}"}
+        for url in urls.values():
+            wait_up(url, session)
+        session.put(urls["guard"] + "api/contents/work/bench.ipynb",
+                    json={"type": "notebook", "content": NOTEBOOK}, timeout=30).raise_for_status()
+        figures: dict[str, dict[str, list[float]]] = {k: {"guard": [], "no-guard": []} for k in ("get", "put", "list")}
+        for _ in range(args.rounds):
+            for kind in figures:
+                for variant in ("no-guard", "guard"):
+                    figures[kind][variant].append(rate(session, urls[variant], kind, args.requests))
+        result = {"benchmark": "guard-contents-api", "machine": {"cpus": __import__("os").cpu_count(),
+                  "platform": platform.platform()}, "requests_per_round": args.requests,
+                  "rounds": args.rounds, "concurrency": 4}
+        for kind, variants in figures.items():
+            with_guard, without = statistics.median(variants["guard"]), statistics.median(variants["no-guard"])
+            result[kind] = {"req_per_s_guard": round(with_guard, 1), "req_per_s_no_guard": round(without, 1),
+                            "slower_percent": round((1 - with_guard / without) * 100, 1),
+                            "rounds_guard": [round(v, 1) for v in variants["guard"]],
+                            "rounds_no_guard": [round(v, 1) for v in variants["no-guard"]]}
+        print(json.dumps(result, indent=2))
+    finally:
+        if twin is not None:
+            twin.remove(force=True)
+        hub.stop()
+        time.sleep(1)
+        for container in client.containers.list(all=True, filters={"label": f"org.hdshub.project={slug}"}):
+            container.remove(force=True)
+        for volume in client.volumes.list(filters={"label": f"org.hdshub.project={slug}"}):
+            volume.remove(force=True)
+        for network in client.networks.list(names=[naming.network_name(slug)]):
+            network.remove()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Audit events from inside the container, sent to the hub's audit trail.
+
+The hub (hdshub.audit_log) chains and stores them where no container can write; it also
+decides which project and server an event belongs to, from the sending server's token and
+address. Here events are only described and delivered: queued, sent in batches, kept and
+retried while the hub is unreachable (bounded; an overflow is itself reported).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+from collections import deque
+from datetime import datetime, timezone
+from urllib.parse import parse_qs
+
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+log = logging.getLogger("hdshub_guard.audit")
+
+AUDIT_PATH = "/hdshub/audit/events"
+BATCH = 100
+QUEUE_MAX = 10_000
+FLUSH_SECONDS = 1.0
+MAX_RETRY_SECONDS = 30.0
+#: Code of an execution request kept in the trail (the whole code's sha256 is always kept).
+CODE_EXCERPT = 4000
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class AuditClient:
+    def __init__(self, api_url: str, token: str, http_client=None):
+        self.url = api_url.rstrip("/") + AUDIT_PATH
+        self.token = token
+        self.queue: deque[dict] = deque()
+        self.dropped = 0
+        self.http = http_client or AsyncHTTPClient()
+        self._task: asyncio.Task | None = None
+
+    def record(self, user: str | None, action: str, target: str, outcome: str = "ok",
+               **details) -> None:
+        event = {"time": utc_now(), "action": action, "target": target[:1000], "outcome": outcome}
+        if user:
+            event["user"] = user
+        details = {k: v for k, v in details.items() if v is not None}
+        if details:
+            event["details"] = details
+        if len(self.queue) >= QUEUE_MAX:
+            self.queue.popleft()
+            self.dropped += 1
+        self.queue.append(event)
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        delay = FLUSH_SECONDS
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.flush()
+                delay = FLUSH_SECONDS
+            except Exception as error:  # the hub is unreachable: keep the events, retry later
+                log.warning("hdshub audit: hub unreachable (%s), %d events kept", error, len(self.queue))
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+
+    async def flush(self) -> None:
+        if self.dropped:
+            dropped, self.dropped = self.dropped, 0
+            self.queue.appendleft({"time": utc_now(), "action": "audit-overflow",
+                                   "target": "guard", "outcome": "failed",
+                                   "details": {"dropped": dropped}})
+        while self.queue:
+            batch = [self.queue[i] for i in range(min(BATCH, len(self.queue)))]
+            request = HTTPRequest(
+                self.url, method="POST", body=json.dumps({"events": batch}),
+                headers={"Authorization": f"token {self.token}",
+                         "Content-Type": "application/json"},
+                request_timeout=10,
+            )
+            response = await self.http.fetch(request, raise_error=False)
+            if response.code != 201:
+                log.warning("hdshub audit: hub answered %s: %s", response.code,
+                            (response.body or b"")[:300])
+                if 400 <= response.code < 500 and response.code not in (401, 403, 429):
+                    # A batch the hub will never accept would block the trail: drop it loudly.
+                    for _ in batch:
+                        self.queue.popleft()
+                return
+            for _ in batch:
+                self.queue.popleft()
+
+
+def user_name(user) -> str | None:
+    """The name of an authenticated user as jupyter-server gives it (object or dict)."""
+    if user is None:
+        return None
+    if isinstance(user, dict):
+        return user.get("name")
+    return getattr(user, "username", None) or getattr(user, "name", None)
+
+
+def client_ip(request) -> str:
+    """The browser's address: the last X-Forwarded-For entry, the one JupyterHub's proxy
+    appended (earlier entries come from the browser and can say anything)."""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    return forwarded.split(",")[-1].strip() or request.remote_ip
+
+
+def sha256_of(path: str) -> str | None:
+    try:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    except OSError:
+        return None
+
+
+def describe(method: str, rest: str, status: int, query: str, body: bytes,
+             os_path_of) -> tuple[str, str, dict] | None:
+    """(action, target, details) of a request worth tracing, None for the rest.
+
+    Directory listings, static files and page loads are not traced: they carry no data.
+    """
+    if rest.startswith("api/contents/") or rest == "api/contents":
+        path = rest[len("api/contents/"):]
+        if method == "GET":
+            if parse_qs(query).get("content", ["1"])[-1] == "0" or os.path.isdir(os_path_of(path)):
+                return None
+            return "contents-read", path, {}
+        if method == "PUT":
+            return "contents-write", path, {"sha256": sha256_of(os_path_of(path))}
+        if method == "POST":
+            return "contents-create", path, {}
+        if method == "PATCH":
+            try:
+                new_path = json.loads(body or b"{}").get("path")
+            except ValueError:
+                new_path = None
+            return "contents-rename", path, {"new_path": new_path}
+        if method == "DELETE":
+            return "contents-delete", path, {}
+        return None
+    if rest in ("api/kernels", "api/sessions") and method == "POST":
+        return "kernel-start", rest, {}
+    if rest.startswith("api/kernels/") and method == "DELETE":
+        return "kernel-stop", rest[len("api/kernels/"):], {}
+    if rest == "api/terminals" and method == "POST":
+        return "terminal-start", "terminal", {}
+    if rest.startswith("api/terminals/") and method == "DELETE":
+        return "terminal-stop", rest[len("api/terminals/"):], {}
+    return None
+
+
+def code_event(code: str) -> dict:
+    return {
+        "sha256": hashlib.sha256(code.encode()).hexdigest(),
+        "length": len(code),
+        "code": code[:CODE_EXCERPT],
+    }

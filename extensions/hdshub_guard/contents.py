@@ -1,0 +1,148 @@
+"""The contents manager every route reads and writes files through, with the policy's rules.
+
+The gate (gate.py) already refuses what the request line shows; here the rules that need
+the file or the request body: exact copies of raw datasets, the size the browser may open,
+upload sizes and kinds, notebook sizes, and copies or renames that involve raw data.
+JupyterLab's file browser, nbconvert and Voilà all read files through this class.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+from tornado import web
+
+from . import messages, quota
+from .paths import PathJudge
+from .policy import Policy
+from .state import guard
+
+def refuse(refusal: messages.Refusal, status: int = 403) -> web.HTTPError:
+    messages.current_refusal.set(refusal)
+    return web.HTTPError(status, refusal.text)
+
+
+class GuardedContentsManager(AsyncLargeFileManager):
+    """AsyncLargeFileManager with the project's egress and size rules (set by the guard)."""
+
+    guard_policy: Policy | None = None
+    _judge: PathJudge | None = None
+
+    @property
+    def judge(self) -> PathJudge:
+        if self.guard_policy is None:  # the guard sets it at link time; never run unguarded
+            raise web.HTTPError(503, "hdshub guard not initialised")
+        if self._judge is None or self._judge.policy is not self.guard_policy:
+            self._judge = PathJudge(self.root_dir, self.guard_policy)
+        return self._judge
+
+    async def get(self, path, content=True, type=None, format=None, require_hash=False):
+        if content:
+            self._check_read(path)
+        return await super().get(path, content=content, type=type, format=format,
+                                 require_hash=require_hash)
+
+    def _check_read(self, path: str) -> None:
+        """Files only (a directory's content is a listing of names): raw data, too large for
+        a browser, or an exact copy of a raw dataset."""
+        judge = self.judge
+        os_path = judge.os_path(path)
+        try:
+            info = os.stat(os_path)
+        except OSError:
+            return  # the manager answers 404 itself
+        if stat.S_ISDIR(info.st_mode):
+            return
+        if judge.is_raw_real(os_path) or ("%" in path and judge.is_raw(path)):
+            raise refuse(messages.refusal("raw-data"))
+        if info.st_size > self.guard_policy.read_max_bytes:
+            raise refuse(messages.refusal(
+                "read-too-large", size=messages.human_size(info.st_size),
+                limit=messages.human_size(self.guard_policy.read_max_bytes)))
+        copied = judge.copied_dataset(os_path, info.st_size)
+        if copied:
+            raise refuse(messages.refusal("raw-data-copy", name=copied))
+
+    async def save(self, model, path=""):
+        judge = self.judge
+        if judge.is_raw(path):
+            raise refuse(messages.refusal("write-raw-data"))
+        new_size = self._check_size(model, path, judge)
+        if new_size is not None:
+            try:
+                old_size = os.stat(judge.os_path(path)).st_size
+            except OSError:
+                old_size = 0
+            # For a later chunk, new_size already counts what earlier chunks wrote.
+            quota.check_write(guard().storage, new_size, old_size)
+        result = await super().save(model, path)
+        if new_size is not None:
+            guard().storage.wrote(new_size - old_size)
+        return result
+
+    def _check_size(self, model: dict, path: str, judge: PathJudge) -> int | None:
+        """Refuse what the policy's sizes forbid; return the size the file will have."""
+        policy = self.guard_policy
+        content = model.get("content")
+        if model.get("type") == "notebook" and content is not None:
+            size = len(json.dumps(content, ensure_ascii=False).encode())
+            if size > policy.notebook_max_bytes:
+                raise refuse(messages.refusal(
+                    "notebook-too-large", size=messages.human_size(size),
+                    limit=messages.human_size(policy.notebook_max_bytes)))
+            return size
+        if model.get("type") != "file" or content is None:
+            return None
+        chunk = model.get("chunk")
+        is_upload = model.get("format") == "base64" or chunk is not None
+        if model.get("format") == "base64":
+            compact = content.rstrip()
+            size = len(compact) * 3 // 4 - compact[-2:].count("=")
+        else:
+            size = len(content.encode())
+        if chunk not in (None, 1):  # later chunks add to what earlier chunks wrote
+            try:
+                size += os.stat(judge.os_path(path)).st_size
+            except OSError:
+                pass
+        if is_upload:
+            ext = os.path.splitext(path)[1].lower()
+            if chunk in (None, 1) and ext not in policy.upload_extensions:
+                raise refuse(messages.refusal(
+                    "upload-type", ext=ext or "(sans extension)",
+                    allowed=" ".join(sorted(policy.upload_extensions))))
+        if size > policy.upload_max_bytes:
+            raise refuse(messages.refusal(
+                "upload-too-large", size=messages.human_size(size),
+                limit=messages.human_size(policy.upload_max_bytes)))
+        return size
+
+    async def rename(self, old_path, new_path):
+        judge = self.judge
+        if judge.is_raw(old_path) or judge.is_raw(new_path):
+            raise refuse(messages.refusal("write-raw-data"))
+        return await super().rename(old_path, new_path)
+
+    async def copy(self, from_path, to_path=None):
+        judge = self.judge
+        if judge.is_raw(from_path):
+            raise refuse(messages.refusal("raw-data"))
+        if to_path is not None and judge.is_raw(to_path):
+            raise refuse(messages.refusal("write-raw-data"))
+        copied = judge.copied_dataset(judge.os_path(from_path))
+        if copied:
+            raise refuse(messages.refusal("raw-data-copy", name=copied))
+        return await super().copy(from_path, to_path)
+
+    async def delete(self, path):
+        if self.judge.is_raw(path):
+            raise refuse(messages.refusal("write-raw-data"))
+        return await super().delete(path)
+
+    async def new(self, model=None, path=""):
+        if self.judge.is_raw(path):
+            raise refuse(messages.refusal("write-raw-data"))
+        return await super().new(model, path)

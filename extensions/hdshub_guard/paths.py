@@ -1,0 +1,77 @@
+"""Where a requested path really points: raw data, an exact copy of it, or anything else.
+
+Decisions use the file system's answer (realpath), never the spelling of the request, so
+symlinks, '..', doubled slashes and encodings all end up at the same place. Hard links from
+work/ cannot reach raw data: it is a separate read-only mount, and link() never crosses mounts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from urllib.parse import unquote
+
+from .policy import Policy
+
+#: How many times a path is percent-decoded when looking for a hidden raw-data path.
+DECODE_ROUNDS = 3
+
+
+def spellings(path: str) -> list[str]:
+    """The path as given and every percent-decoding of it, normalised ('//', '.', '..')."""
+    seen = []
+    current = path
+    for _ in range(DECODE_ROUNDS + 1):
+        normal = posixpath.normpath("/" + current.replace("\\", "/")).lstrip("/")
+        if normal not in seen:
+            seen.append(normal)
+        decoded = unquote(current)
+        if decoded == current:
+            break
+        current = decoded
+    return seen
+
+
+class PathJudge:
+    def __init__(self, root_dir: str, policy: Policy):
+        self.root = os.path.realpath(root_dir)
+        self.policy = policy
+        self.raw_root = os.path.realpath(os.path.join(self.root, policy.raw_data_dir))
+
+    def os_path(self, api_path: str) -> str:
+        return os.path.realpath(os.path.join(self.root, api_path.lstrip("/")))
+
+    def is_raw(self, api_path: str) -> bool:
+        """True if any spelling of the path resolves to the raw-data folder or inside it."""
+        return any(self.is_raw_real(self.os_path(spelling)) for spelling in spellings(api_path))
+
+    def is_raw_real(self, real: str) -> bool:
+        """True if a resolved path (os_path) is the raw-data folder or inside it."""
+        if real == self.raw_root or real.startswith(self.raw_root + os.sep):
+            return True
+        # Case tricks: the file system is case-sensitive, but a client or a future mount
+        # may not be; refuse any spelling that only differs by case.
+        rel = os.path.relpath(real, self.root)
+        return rel.split(os.sep)[0].casefold() == self.policy.raw_data_dir.casefold()
+
+    def is_raw_file(self, api_path: str) -> bool:
+        return self.is_raw(api_path) and not os.path.isdir(self.os_path(api_path))
+
+    def copied_dataset(self, os_path: str, size: int | None = None) -> str | None:
+        """The name of the raw dataset this file is a byte-for-byte copy of, if any.
+
+        Only files whose size equals a dataset's are hashed, so ordinary reads cost one stat.
+        """
+        if size is None:
+            try:
+                size = os.stat(os_path).st_size
+            except OSError:
+                return None
+        if size not in self.policy.dataset_sizes:
+            return None
+        digest = hashlib.sha256()
+        with open(os_path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return self.policy.dataset_digests.get(digest.hexdigest())

@@ -1,0 +1,115 @@
+"""The tier enforced while a project runs, on the small site tier of the test hub
+(conftest.SMALL_TIER: 30M storage, 2 kernels, 1 server, 512M memory, 60 s idle timeout)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from hdshub import naming
+from tests.support.kernel_client import execute, listen, start_kernel
+
+from .conftest import SMALL_TIER, new_slug, start_server, stop_server, wait_ready
+
+pytestmark = pytest.mark.docker
+MB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def small(hub, docker_client):
+    slug = new_slug()
+    hub.cli("project", "create", slug, "--tier", SMALL_TIER, "--kit", "python-stats", "--title", "Quotas")
+    for user, role in (("alice", "analyst"), ("bob", "analyst")):
+        if hub.api.get_user(user) is None:
+            hub.add_user(user)
+        hub.cli("project", "add-member", slug, user, "--role", role)
+    token = hub.user_token("alice")
+    session = hub.as_user(token)
+    assert start_server(hub, session, "alice", slug).status_code in (201, 202)
+    wait_ready(hub, session, "alice", slug)
+    container = docker_client.containers.get(naming.container_name(slug, "alice"))
+    yield {"slug": slug, "session": session, "token": token, "container": container,
+           "url": f"{hub.public_url}/user/alice/{slug}"}
+    try:
+        stop_server(hub, session, "alice", slug)
+    except AssertionError:
+        pass
+
+
+def sh(small, script: str) -> str:
+    result = small["container"].exec_run(["sh", "-c", script], user="1000", workdir="/home/jovyan")
+    assert result.exit_code == 0, result.output.decode(errors="replace")
+    return result.output.decode(errors="replace")
+
+
+def test_a_second_server_over_the_tier_is_refused_with_the_tier_named(hub, small):
+    bob = hub.as_user(hub.user_token("bob"))
+    reply = start_server(hub, bob, "bob", small["slug"])
+    assert reply.status_code == 429, reply.text
+    message = reply.json()["message"]
+    assert SMALL_TIER in message and "serveurs" in message and "servers" in message
+
+
+def test_storage_quota_refuses_writes_warns_and_loses_nothing(small):
+    session, url = small["session"], small["url"]
+    notebook = {"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}}
+    assert session.put(f"{url}/api/contents/work/analyse.ipynb", json=notebook, timeout=30).status_code in (200, 201)
+    sh(small, "head -c 26214400 /dev/zero > outputs/big.bin")  # 25 MiB of 30
+    time.sleep(6)  # past the guard's measurement cache
+    update = session.get(f"{url}/lab/api/update", timeout=30).json()
+    assert update["notification"] and "%" in update["notification"]["message"], update
+    assert "utilisé à 83 %" in update["notification"]["message"]
+    payload = "x" * (6 * MB)
+    reply = session.put(f"{url}/api/contents/work/more.txt",
+                        json={"type": "file", "format": "text", "content": payload}, timeout=60)
+    assert reply.status_code == 507, reply.text[:300]
+    assert "25.0 Mio" in reply.json()["message"] and "30.0 Mio" in reply.json()["message"]
+    assert "more.txt" not in sh(small, "ls work")
+    assert session.get(f"{url}/api/contents/work/analyse.ipynb", timeout=30).status_code == 200
+    # Over quota: no new kernel until space is freed.
+    sh(small, "head -c 6291456 /dev/zero > outputs/more.bin")
+    time.sleep(6)
+    refused = session.post(f"{url}/api/kernels", json={"name": "python3"}, timeout=60)
+    assert refused.status_code == 507 and "noyau" in refused.json()["message"], refused.text
+    sh(small, "rm outputs/big.bin outputs/more.bin")
+    time.sleep(6)
+    kernel = start_kernel(session, url)
+    session.delete(f"{url}/api/kernels/{kernel}", timeout=30)
+
+
+def test_kernels_per_server_are_capped(small):
+    session, url = small["session"], small["url"]
+    kernels = [start_kernel(session, url) for _ in range(2)]
+    third = session.post(f"{url}/api/kernels", json={"name": "python3"}, timeout=60)
+    assert third.status_code == 403 and SMALL_TIER in third.json()["message"], third.text
+    for kernel in kernels:
+        session.delete(f"{url}/api/kernels/{kernel}", timeout=30)
+
+
+def test_a_memory_hog_kernel_is_killed_the_server_lives_and_says_why(hub, small):
+    session, url = small["session"], small["url"]
+    kernel = start_kernel(session, url)
+    hog = "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))\n"
+    messages = listen(url, small["token"], hub.ca_file, kernel, hog,
+                      until=lambda m: m.get("msg_type") == "stream" and "mémoire" in m["content"].get("text", ""),
+                      timeout=120)
+    notice = messages[-1]["content"]["text"]
+    assert SMALL_TIER in notice and "memory" in notice
+    assert session.get(f"{url}/api/status", timeout=10).status_code == 200
+    assert execute(url, small["token"], hub.ca_file, kernel, "print(1 + 1)").stdout.strip() == "2"
+    session.delete(f"{url}/api/kernels/{kernel}", timeout=30)
+
+
+def test_an_idle_server_is_stopped_per_its_tier(hub, small):
+    """60 s idle timeout: the server stops itself (checked each minute), the hub sees it."""
+    session, slug = small["session"], small["slug"]
+    for kernel in session.get(f"{small['url']}/api/kernels", timeout=10).json():
+        session.delete(f"{small['url']}/api/kernels/{kernel['id']}", timeout=30)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        servers = session.get(f"{hub.public_url}/hub/api/users/alice", timeout=10).json()["servers"]
+        if slug not in servers:
+            return
+        time.sleep(5)
+    raise AssertionError(f"server still running after 240 s idle\n{hub.hub_log()}")

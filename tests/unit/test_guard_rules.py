@@ -1,0 +1,255 @@
+"""The guard's rules in-process: path judgement, the gate's decisions, the contents manager.
+
+The same jupyter-server version as the images (pinned in pyproject's test extra); the
+end-to-end proof over HTTP in a real container is tests/integration/test_guard.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+
+import pytest
+from tornado import web
+
+from hdshub import egress, policy as hub_policy
+from hdshub.projects import Project
+from hdshub.tiers import enforced, load_tiers
+from hdshub_guard import audit, gate, messages, paths, quota
+from hdshub_guard.state import GuardState, set_guard
+from hdshub_guard.contents import GuardedContentsManager
+from hdshub_guard.policy import PolicyError, load
+
+RAW = b"patient_id,age\n1,54\n2,61\n"
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/cohort.csv").write_bytes(RAW)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work/notes.txt").write_text("hello")
+    return tmp_path
+
+
+@pytest.fixture
+def policy(root, tmp_path_factory):
+    project = Project("p", "P", "public", "python-stats", (
+        {"name": "cohort.csv", "sha256": hashlib.sha256(RAW).hexdigest(), "size": len(RAW)},))
+    folder = tmp_path_factory.mktemp("policy")
+    tier = enforced(load_tiers()["public"])
+    path = hub_policy.write(folder, hub_policy.build(project, egress.load_egress(), tier))
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    return load(str(path))
+
+
+@pytest.fixture
+def judge(root, policy):
+    return paths.PathJudge(str(root), policy)
+
+
+def test_policy_written_by_the_hub_is_read_by_the_guard(policy):
+    assert policy.project == "p" and policy.mode == "notebook"
+    assert ".ipynb" in policy.upload_extensions
+    assert policy.dataset_sizes == {len(RAW)}
+
+
+def test_a_bad_policy_stops_the_guard(tmp_path):
+    with pytest.raises(PolicyError, match="cannot be read"):
+        load(str(tmp_path / "missing.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"version": 1, "mode": "notebook", "project": "p"}))
+    with pytest.raises(PolicyError, match="key 'raw_data_dir' is missing"):
+        load(str(bad))
+    bad.write_text(json.dumps({"version": 9}))
+    with pytest.raises(PolicyError, match="version 9"):
+        load(str(bad))
+
+
+@pytest.mark.parametrize("spelling", [
+    "data/cohort.csv", "/data/cohort.csv", "data//cohort.csv", "./data/cohort.csv",
+    "work/../data/cohort.csv", "data%2Fcohort.csv", "data%252Fcohort.csv", "%64ata/cohort.csv",
+    "work/%2e%2e/data/cohort.csv", "DATA/cohort.csv", "Data", "data",
+])
+def test_every_spelling_of_raw_data_is_raw(judge, spelling):
+    assert judge.is_raw(spelling)
+
+
+def test_symlinks_are_judged_by_their_target(root, judge):
+    os.symlink(root / "data/cohort.csv", root / "work/link.csv")
+    os.symlink("../data", root / "work/d")
+    assert judge.is_raw("work/link.csv") and judge.is_raw("work/d/cohort.csv")
+    assert not judge.is_raw("work/notes.txt") and not judge.is_raw("work")
+
+
+def test_exact_copies_are_recognised_by_content(root, judge):
+    (root / "work/copy.csv").write_bytes(RAW)
+    (root / "work/other.csv").write_bytes(RAW.replace(b"54", b"55"))
+    assert judge.copied_dataset(str(root / "work/copy.csv")) == "cohort.csv"
+    assert judge.copied_dataset(str(root / "work/other.csv")) is None
+
+
+def make_gate(judge, mode="notebook"):
+    return gate.Gate("/user/alice/p/", judge, mode)
+
+
+@pytest.mark.parametrize("method,path,query,reason", [
+    ("GET", "/user/alice/p/api/contents/data/cohort.csv", "", "raw-data"),
+    ("GET", "/user/alice/p/api/contents/data/cohort.csv", "content=1&content=0&content=1", "raw-data"),
+    ("GET", "/user/alice/p/api/contents/Data/cohort.csv", "", "raw-data"),
+    ("GET", "/user/alice/p/api/contents/work/../data/cohort.csv", "", "raw-data"),
+    ("GET", "/user/alice/p/files/data/cohort.csv", "", "raw-data"),
+    ("GET", "/user/alice/p/files/work/notes.txt", "", "download"),
+    ("GET", "/user/alice/p/view/work/notes.txt", "", "download"),
+    ("GET", "/user/alice/p/nbconvert/html/work/a.ipynb", "download=true", "download"),
+    ("GET", "/user/alice//p/files/work/notes.txt", "", "download"),
+    ("GET", "/user/alice/p/%66iles/work/notes.txt", "", "download"),
+    ("PUT", "/user/alice/p/api/contents/data/new.csv", "", "write-raw-data"),
+    ("DELETE", "/user/alice/p/api/contents/data/cohort.csv", "", "write-raw-data"),
+    ("PATCH", "/user/alice/p/api/contents/data", "", "write-raw-data"),
+])
+def test_gate_refusals(judge, method, path, query, reason):
+    refusal = make_gate(judge).decide(method, path, query)
+    assert refusal is not None and refusal.reason == reason
+    assert refusal.fr and refusal.en and refusal.fr != refusal.en
+
+
+@pytest.mark.parametrize("method,path,query", [
+    ("GET", "/user/alice/p/api/contents/data", ""),
+    ("GET", "/user/alice/p/api/contents/data/cohort.csv", "content=0"),
+
+    ("GET", "/user/alice/p/api/contents/work/notes.txt", ""),
+    ("PUT", "/user/alice/p/api/contents/work/a.ipynb", ""),
+    ("GET", "/user/alice/p/lab", ""),
+    ("POST", "/user/alice/p/api/kernels", ""),
+    ("GET", "/user/bob/p/files/data/cohort.csv", ""),  # not this server: tornado answers 404
+])
+def test_gate_lets_the_rest_through(judge, method, path, query):
+    assert make_gate(judge).decide(method, path, query) is None
+
+
+def test_dashboard_servers_serve_voila_only(judge):
+    dashboards = make_gate(judge, "dashboard")
+    for path in ("lab", "tree", "api/contents/work", "terminals/websocket/1", "files/work/a.csv",
+                 "api/terminals", "api/sessions", "voilà/../lab", "api/kernels",
+                 "api/kernels/abc/channels"):
+        refusal = dashboards.decide("GET", f"/user/alice/p/{path}", "")
+        assert refusal is not None and refusal.reason == "dashboard-only", path
+    for path in ("voila/render/d.ipynb", "voila/static/main.js", "api",
+                 "api/kernels/0b8f7e5c-52b5-4a3e-9d6b-3f1f2a0c9e11/channels",
+                 "oauth_callback", ""):
+        assert dashboards.decide("GET", f"/user/alice/p/{path}", "") is None, path
+
+
+# -- the contents manager ---------------------------------------------------------------------
+
+@pytest.fixture
+def manager(root, policy, judge):
+    GuardedContentsManager.guard_policy = policy
+    set_guard(GuardState(policy=policy, judge=judge, audit=audit.AuditClient("http://127.0.0.1:9/hub/api", "t"),
+                         base_url="/user/alice/p/", storage=quota.StorageMeter(str(root))))
+    return GuardedContentsManager(root_dir=str(root))
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def refused(coroutine, reason_text: str) -> None:
+    with pytest.raises(web.HTTPError) as error:
+        run(coroutine)
+    assert error.value.status_code == 403 and reason_text in error.value.log_message
+
+
+def test_manager_refuses_raw_reads_but_lists_names(manager, root):
+    listing = run(manager.get("data"))
+    assert [item["name"] for item in listing["content"]] == ["cohort.csv"]
+    assert run(manager.get("data/cohort.csv", content=False))["content"] is None
+    refused(manager.get("data/cohort.csv"), "ne quittent pas")
+    (root / "work/copy.csv").write_bytes(RAW)
+    refused(manager.get("work/copy.csv"), "copie exacte")
+    refused(manager.copy("data/cohort.csv", "work"), "ne quittent pas")
+    refused(manager.copy("data", "work"), "ne quittent pas")
+    refused(manager.rename("data/cohort.csv", "work/x.csv"), "lecture seule")
+    assert run(manager.get("work/notes.txt"))["content"] == "hello"
+
+
+def test_manager_caps_uploads_notebooks_and_reads(manager, root, policy):
+    def upload(name, data, **extra):
+        return manager.save({"type": "file", "format": "base64",
+                             "content": base64.b64encode(data).decode(), **extra}, f"work/{name}")
+
+    run(upload("ok.csv", b"a,b\n"))
+    refused(upload("x.exe", b"MZ"), "« .exe »")
+    refused(upload("big.csv", b"a" * (policy.upload_max_bytes + 1)), "dépasse la limite")
+    assert not (root / "work/big.csv").exists()
+    half = b"a" * (policy.upload_max_bytes // 2 + 10)
+    run(upload("chunked.csv", half, chunk=1))
+    refused(upload("chunked.csv", half, chunk=-1), "dépasse la limite")
+    notebook = {"cells": [{"cell_type": "markdown", "source": "x" * (policy.notebook_max_bytes + 1),
+                           "metadata": {}}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    refused(manager.save({"type": "notebook", "content": notebook}, "work/n.ipynb"), "Effacer les sorties")
+    (root / "work/large.txt").write_bytes(b"x" * (policy.read_max_bytes + 1))
+    refused(manager.get("work/large.txt"), "dépasse la taille")
+
+
+def test_requests_worth_tracing(root, judge):
+    def describe(method, path, query="", body=b""):
+        return audit.describe(method, path, 200, query, body, judge.os_path)
+
+    assert describe("GET", "api/contents/work/notes.txt")[0] == "contents-read"
+    assert describe("GET", "api/contents/work") is None  # a listing carries no data
+    assert describe("GET", "api/contents/work/notes.txt", "content=0") is None
+    action, target, details = describe("PUT", "api/contents/work/notes.txt")
+    assert (action, details["sha256"]) == ("contents-write", hashlib.sha256(b"hello").hexdigest())
+    assert describe("PATCH", "api/contents/work/a", body=b'{"path": "work/b"}')[2] == {"new_path": "work/b"}
+    assert describe("POST", "api/kernels")[0] == "kernel-start"
+    assert describe("POST", "api/terminals")[0] == "terminal-start"
+    assert describe("GET", "lab") is None
+
+
+def test_code_events_keep_a_digest_and_an_excerpt():
+    event = audit.code_event("x = 1\n" * 2000)
+    assert event["length"] == 12000 and len(event["code"]) == audit.CODE_EXCERPT
+    assert event["sha256"] == hashlib.sha256(("x = 1\n" * 2000).encode()).hexdigest()
+
+
+def test_every_refusal_speaks_both_languages():
+    for reason in messages.TEXTS:
+        values = {"size": "1 o", "limit": "2 o", "ext": ".x", "allowed": ".y", "name": "n",
+                  "used": "3 o", "tier": "public", "percent": 85, "count": 4}
+        refusal = messages.refusal(reason, **values)
+        assert refusal.fr != refusal.en and " / " in refusal.text
+
+
+def test_storage_quota_refuses_writes_that_would_go_over_and_keeps_what_exists(manager, root, policy):
+    """Measured on the folders themselves; a refused save leaves the old file intact (507)."""
+    object.__setattr__(policy, "storage_bytes", 10_000)
+    quota_state = quota.StorageMeter(str(root))
+    from hdshub_guard.state import guard
+    guard().storage = quota_state
+    (root / "outputs").mkdir()
+    (root / "outputs/table.csv").write_bytes(b"x" * 7_000)
+    run(manager.save({"type": "file", "format": "text", "content": "y" * 2_000}, "work/a.txt"))
+    with pytest.raises(web.HTTPError) as error:
+        run(manager.save({"type": "file", "format": "text", "content": "z" * 3_000}, "work/a.txt"))
+    assert error.value.status_code == 507 and "Quota de stockage" in error.value.log_message
+    assert (root / "work/a.txt").read_text() == "y" * 2_000
+    # Shrinking a file is always allowed, even over quota.
+    run(manager.save({"type": "file", "format": "text", "content": "y"}, "work/a.txt"))
+    assert quota.storage_warning(guard()) is None  # 7 kB of 10 kB: under 80 %
+    run(manager.save({"type": "file", "format": "text", "content": "w" * 1_500}, "work/b.txt"))
+    warning = quota.storage_warning(guard())
+    assert "85 %" in warning and "public" in warning, warning
+
+
+def test_folder_size_counts_each_file_once(tmp_path):
+    (tmp_path / "a").write_bytes(b"x" * 100)
+    os.link(tmp_path / "a", tmp_path / "b")
+    os.symlink("/etc/passwd", tmp_path / "c")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d/e").write_bytes(b"x" * 50)
+    assert quota.folder_size(str(tmp_path)) == 150
