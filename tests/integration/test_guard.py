@@ -225,8 +225,16 @@ def test_browser_cannot_open_files_over_the_read_limit(server):
 
 # -- kernels --------------------------------------------------------------------------------
 
-def test_large_outputs_are_cut_and_the_user_told_why(hub, server):
-    kernel = start_kernel(server["session"], server["url"])
+
+@pytest.fixture
+def kernel(server):
+    """A fresh kernel, shut down after the test: the tier's kernel cap holds for the module."""
+    kernel_id = start_kernel(server["session"], server["url"])
+    yield kernel_id
+    server["session"].delete(f"{server['url']}/api/kernels/{kernel_id}", timeout=30)
+
+
+def test_large_outputs_are_cut_and_the_user_told_why(hub, server, kernel):
     limit = EGRESS["outputs"]["max_message_bytes"]
     result = execute(server["url"], server["token"], hub.ca_file, kernel, f"print('x' * {limit * 2})")
     assert "Sortie coupée" in result.stderr and "Output cut" in result.stderr
@@ -236,8 +244,7 @@ def test_large_outputs_are_cut_and_the_user_told_why(hub, server):
     assert small.stdout.strip() == "42"
 
 
-def test_kernels_cannot_read_the_servers_hub_token(hub, server):
-    kernel = start_kernel(server["session"], server["url"])
+def test_kernels_cannot_read_the_servers_hub_token(hub, server, kernel):
     code = (
         "import os\n"
         "print('env', os.environ.get('JUPYTERHUB_API_TOKEN'))\n"
@@ -255,8 +262,7 @@ def test_kernels_cannot_read_the_servers_hub_token(hub, server):
     assert "environ PermissionError" in out and "mem PermissionError" in out, out
 
 
-def test_kernels_talk_to_the_server_over_unix_sockets(hub, server):
-    kernel = start_kernel(server["session"], server["url"])
+def test_kernels_talk_to_the_server_over_unix_sockets(hub, server, kernel):
     code = "import json, glob; print(json.load(open(glob.glob('/tmp/jupyter-runtime/kernel-*.json')[0]))['transport'])"
     assert execute(server["url"], server["token"], hub.ca_file, kernel, code).stdout.strip() == "ipc"
 
@@ -303,10 +309,9 @@ print(json.dumps({"public": attempt("192.0.2.1", 80), "metadata": attempt("169.2
 '''
 
 
-def test_kernels_reach_the_hub_api_and_nothing_outside(hub, server):
+def test_kernels_reach_the_hub_api_and_nothing_outside(hub, server, kernel):
     """Real attempts from a kernel: TEST-NET-1 and the metadata address are unreachable, outside
     names do not resolve, the host's other ports are closed, and the hub API answers."""
-    kernel = start_kernel(server["session"], server["url"])
     result = json.loads(execute(server["url"], server["token"], hub.ca_file, kernel, PROBE).stdout)
     assert result["public"].startswith("REFUSED") and result["metadata"].startswith("REFUSED"), result
     assert result["dns"] == "NO-DNS", result
@@ -323,11 +328,10 @@ def test_the_server_still_reports_activity_to_the_hub(hub, server):
     assert not re.search(r"40[13] POST /hub/api/users/alice/activity", log), log[-3000:]
 
 
-def test_accesses_code_runs_and_refusals_reach_the_audit_trail(hub, server):
+def test_accesses_code_runs_and_refusals_reach_the_audit_trail(hub, server, kernel):
     """What the guard sees lands in the hub's hash-chained trail, named after who did it."""
     import hashlib
 
-    kernel = start_kernel(server["session"], server["url"])
     code = "print('audited', 6 * 7)"
     assert execute(server["url"], server["token"], hub.ca_file, kernel, code).stdout.strip() == "audited 42"
     raw_get(server, "/api/contents/work/n.ipynb")
