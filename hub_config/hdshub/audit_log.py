@@ -34,7 +34,8 @@ HUB_STREAM = "_hub"
 GENESIS = "0" * 64
 
 #: Actions the hub records itself.
-HUB_ACTIONS = frozenset({"login", "logout", "server-start", "server-stop"})
+HUB_ACTIONS = frozenset({"login", "logout", "server-start", "server-stop", "dashboard-view",
+                         "report-run"})
 #: Actions the guard extension sends from inside project containers (extensions/hdshub_guard).
 GUARD_ACTIONS = frozenset({
     "guard-start", "audit-overflow", "request", "server-max-age",

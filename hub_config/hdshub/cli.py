@@ -105,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["csv", "json"], default="csv", help="(default: %(default)s)")
     export.add_argument("--output", type=Path, help="file to write, mode 600 (default: standard output)")
 
+    usage = commands.add_parser("usage", help="what projects used, for invoicing").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    usage_report = usage.add_parser("report", help="a month's usage per project against its tier: "
+                                    "usage-YYYY-MM.csv and .html")
+    usage_report.add_argument("--month", required=True, metavar="YYYY-MM")
+    usage_report.add_argument("--output", type=Path, default=Path("."),
+                              help="folder to write into (default: the current folder)")
+
     user = commands.add_parser("user", help="local accounts").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     add = user.add_parser("add", help="create a local account (or reset its password)")
@@ -188,6 +196,8 @@ def run(args, state: StateDir) -> int:
         return run_project(args, connect)
     if args.command == "dashboard":
         return run_dashboard(args, connect)
+    if args.command == "usage":
+        return run_usage(args, state, connect)
     if args.command == "data":
         import docker
 
@@ -269,6 +279,30 @@ def run_dashboard(args, connect) -> int:
     elif args.action == "withdraw":
         reply = api.request("DELETE", path)
         print(f"withdrew {args.slug}/{args.name}; dashboard server {reply['server']}")
+    return 0
+
+
+def run_usage(args, state: StateDir, connect) -> int:
+    from .audit_log import AuditTrail
+    from .projects import Project
+    from .settings import site_file
+    from .tiers import load_tiers
+    from .usage import UsageStore
+    from .usage_report import monthly, parse_month, write
+
+    month = parse_month(args.month)  # refused before the hub is asked anything
+    if not state.usage_db.exists():
+        raise RuntimeError(f"no usage recorded yet in {state.usage_db}: is the hub running ('hdshub up')?")
+    config_dir = Path(os.environ["HDSHUB_CONFIG_DIR"]) if os.environ.get("HDSHUB_CONFIG_DIR") else None
+    projects = {}
+    for group in connect().groups():
+        project = Project.from_group(group["name"], group.get("properties") or {})
+        if project is not None:
+            projects[project.slug] = project.tier
+    rows = monthly(UsageStore(state.usage_db), AuditTrail(state.audit_dir), projects,
+                   load_tiers(site_file(config_dir, "tiers.yaml")), month)
+    csv_path, html_path = write(rows, month, args.output)
+    print(f"usage of {len(rows)} project(s) in {month}: {csv_path}, {html_path}")
     return 0
 
 

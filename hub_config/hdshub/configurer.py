@@ -7,9 +7,11 @@ from settings; none appends to or mutates what another set. jupyterhub_config.py
 
 from __future__ import annotations
 
+import sys
+
 from traitlets.config import Config
 
-from . import audit_hub, culling, dashboard_hub, home, naming, oidc, tiers, tls
+from . import audit_hub, culling, dashboard_hub, home, naming, oidc, tiers, tls, usage, usage_page
 from .audit_api import ROUTE as AUDIT_ROUTE, AuditEventsHandler
 from .egress import load_egress
 from .settings import CLI_SERVICE, Settings
@@ -190,6 +192,7 @@ def update_services(c: Config, s: Settings) -> None:
     c.JupyterHub.services = [
         {"name": CLI_SERVICE, "api_token": s.state.secret("cli-api-token"), "display": False},
         culler,
+        usage_service(s),
     ]
     operators = ({"groups": list(s.oidc.groups.admin)} if s.oidc is not None and s.oidc.groups
                  else {"users": [] if s.oidc is not None else [s.admin_user]})
@@ -199,6 +202,15 @@ def update_services(c: Config, s: Settings) -> None:
         {"name": OPERATOR_ROLE, "description": "Hub operators: no access to users' servers",
          "scopes": OPERATOR_SCOPES, **operators},
     ]
+
+
+def usage_service(s: Settings) -> dict:
+    """The usage meter (usage.py): a hub-managed process, so it runs exactly while the hub
+    does; it needs no hub API token, only the Docker engine and the state directory."""
+    return {"name": usage.SERVICE, "display": False,
+            "command": [sys.executable, "-m", "hdshub.usage", "--state-dir", str(s.state.path),
+                        "--every", str(s.usage_every_seconds),
+                        "--storage-every", str(s.usage_every_seconds * 10)]}
 
 
 def update_audit(c: Config, s: Settings) -> None:
@@ -222,5 +234,8 @@ def update_handlers(c: Config, s: Settings) -> None:
     egress = s.egress if s.egress is not None else load_egress()
     c.JupyterHub.extra_handlers = [
         (AUDIT_ROUTE, AuditEventsHandler, {"audit_dir": str(s.state.audit_dir)}),
-        *dashboard_hub.handlers(max_notebook_bytes=egress["notebooks"]["max_bytes"]),
+        *dashboard_hub.handlers(egress["notebooks"]["max_bytes"], str(s.state.audit_dir),
+                                audit_hub.trusted_proxies(s.hub_ip)),
+        (usage_page.ROUTE, usage_page.UsagePageHandler,
+         {"usage_db": str(s.state.usage_db), "audit_dir": str(s.state.audit_dir), "tiers": s.tiers}),
     ]

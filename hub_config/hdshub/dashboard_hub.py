@@ -30,6 +30,8 @@ from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
 from . import dashboards, naming
+from .audit_hub import Recorder, client_ip
+from .audit_log import utc_now
 from .dashboard_server import grant_viewers
 from .projects import Project, roles_by_project
 from .settings import CLI_SERVICE
@@ -56,12 +58,12 @@ class NoConfirmClients(frozenset):
                 and naming.SLUG_PATTERN.fullmatch(identifier[len(self.PREFIX):]) is not None)
 
 
-def handlers(max_notebook_bytes: int) -> list[tuple]:
+def handlers(max_notebook_bytes: int, audit_dir: str, trusted: frozenset[str]) -> list[tuple]:
     options = {"max_notebook_bytes": max_notebook_bytes}
     return [
         (API_ROUTE, DashboardsAPIHandler, options),
         (API_ITEM_ROUTE, DashboardAPIHandler, options),
-        (PAGE_ROUTE, DashboardPageHandler),
+        (PAGE_ROUTE, DashboardPageHandler, {"audit_dir": audit_dir, "trusted": trusted}),
     ]
 
 
@@ -232,7 +234,13 @@ class DashboardAPIHandler(_DashboardAPIBase):
 
 class DashboardPageHandler(_DashboardHandler):
     """A member opens a dashboard: the server is started on demand, then the browser goes to
-    it. Its own OAuth login checks the viewers' role; this page only spares members a dead link."""
+    it. Its own OAuth login checks the viewers' role; this page only spares members a dead link.
+    Each opening is a `dashboard-view` in the project's audit trail (usage counts them)."""
+
+    def initialize(self, audit_dir: str = "", trusted: frozenset[str] = frozenset()):
+        super().initialize()
+        self.audit_dir = audit_dir
+        self.trusted = trusted
 
     @web.authenticated
     async def get(self, slug: str, name: str):
@@ -243,6 +251,11 @@ class DashboardPageHandler(_DashboardHandler):
                           f"Dashboard {name} is not published in project {slug}.")
         owner, spawner = await self.start_server(slug)
         if spawner.ready:
+            if self.audit_dir:
+                Recorder.for_directory(self.audit_dir).submit(slug, {
+                    "time": utc_now(), "user": self.current_user.name, "action": "dashboard-view",
+                    "target": f"dashboards/{slug}/{name}", "outcome": "ok",
+                    "source_ip": client_ip(self.request, self.trusted)})
             self.redirect(server_url(owner.url, slug, name))
             return
         if not spawner.active:

@@ -39,6 +39,21 @@ class Settings:
     tls_key: Path | None = None
     # Egress limits the guard enforces (defaults/egress.yaml and the site's egress.yaml).
     egress: dict | None = None
+    # How often the usage service samples containers (volumes: ten times less often).
+    usage_every_seconds: float = 60
+
+
+def usage_every_from_env() -> float:
+    """HDSHUB_USAGE_EVERY: seconds between two usage samples (default 60)."""
+    text = os.environ.get("HDSHUB_USAGE_EVERY", "60")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0
+    if not 1 <= seconds <= 3600:
+        raise ValueError(f"HDSHUB_USAGE_EVERY={text!r}: expected seconds between 1 and 3600 "
+                         "(unset it for the default, 60)")
+    return seconds
 
 
 def site_file(config_dir: Path | None, name: str) -> Path | None:
@@ -66,4 +81,5 @@ def load_settings(state: StateDir | None = None) -> Settings:
         tls_cert=Path(runtime["tls_cert"]),
         tls_key=Path(runtime["tls_key"]),
         egress=load_egress(site_file(config_dir, "egress.yaml")),
+        usage_every_seconds=usage_every_from_env(),
     )

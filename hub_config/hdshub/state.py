@@ -63,6 +63,11 @@ class StateDir:
         return self.path / "audit"
 
     @property
+    def usage_db(self) -> Path:
+        """Monthly usage totals (usage.py): owner only."""
+        return self.path / "usage.sqlite"
+
+    @property
     def runtime_file(self) -> Path:
         return self.path / "hub.json"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 
@@ -89,6 +90,9 @@ def hub(docker_client, tmp_path_factory):
     demo_exists = not IN_CI and any(v.name.startswith("hds-demo-") for v in docker_client.volumes.list())
     remove_test_objects(docker_client, with_demo=IN_CI)
     remove_test_objects(docker_client, with_demo=False)
+    # The usage service samples every second, so that a short workload is measured well
+    # (tests/integration/test_usage.py); production samples every minute.
+    os.environ.setdefault("HDSHUB_USAGE_EVERY", "1")
     running = RunningHub(
         state_dir=tmp_path_factory.mktemp("hub-state"),
         config_dir=site_config(tmp_path_factory.mktemp("hub-config")),
