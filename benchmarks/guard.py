@@ -24,6 +24,7 @@ from pathlib import Path
 
 import docker
 import requests
+import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,22 +36,32 @@ NOTEBOOK = {"cells": [{"cell_type": "code", "source": f"x = {i}", "metadata": {}
             "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
-def twin_without_guard(client, guarded, slug):
-    """A container like the guarded one, its guard switched off (benchmark only)."""
+def twin(client, guarded, slug, guard: bool):
+    """A container like the hub's server, with or without its guard (benchmark only).
+
+    Both twins hold the original's internal TLS certificate (it names the original's
+    address, so the benchmark does not check host names), so that the only difference
+    measured is the guard.
+    """
     attrs = guarded.attrs
     host = attrs["HostConfig"]
-    env = [e for e in attrs["Config"]["Env"] if not e.startswith("PYTHONPATH=")]
-    twin = client.containers.run(
-        attrs["Config"]["Image"],
-        ["jupyterhub-singleuser", '--ServerApp.jpserver_extensions={"hdshub_guard": False}'],
-        detach=True, name=guarded.name + "-noguard", user=attrs["Config"]["User"],
+    env = [e for e in attrs["Config"]["Env"] if guard or not e.startswith("PYTHONPATH=")]
+    mounts = [docker.types.Mount(m["Destination"], m["Name"], type="volume", read_only=not m["RW"])
+              for m in attrs["Mounts"] if m["Type"] == "volume"]
+    # The TLS certificate; with the guard, the guard and policy too (read-only, as spawned).
+    mounts += [docker.types.Mount(m["Destination"], m["Source"], type="bind", read_only=True)
+               for m in attrs["Mounts"] if m["Type"] == "bind" and (guard or m["Destination"] == "/opt/hdshub/tls")]
+    command = ["jupyterhub-singleuser"]
+    if not guard:
+        command.append('--ServerApp.jpserver_extensions={"hdshub_guard": False}')
+    return client.containers.run(
+        attrs["Config"]["Image"], command,
+        detach=True, name=guarded.name + ("-guard" if guard else "-noguard"), user=attrs["Config"]["User"],
         environment=env, working_dir=attrs["Config"]["WorkingDir"], read_only=True,
-        tmpfs=host["Tmpfs"], mounts=[docker.types.Mount(m["Destination"], m["Name"], type="volume", read_only=not m["RW"])
-                                     for m in attrs["Mounts"] if m["Type"] == "volume"],
+        tmpfs=host["Tmpfs"], mounts=mounts,
         network=naming.network_name(slug), mem_limit=host["Memory"], nano_cpus=int(1e9),
         cap_drop=["ALL"], security_opt=["no-new-privileges:true"], labels={"org.hdshub.project": slug},
     )
-    return twin
 
 
 def ip_of(client, container, slug) -> str:
@@ -104,7 +115,7 @@ def main() -> None:
                      proxy_api_port=free_port(), with_demo=False)
     hub.start()
     slug, user = "bench-guard", "bench"
-    twin = None
+    twins = []
     try:
         hub.cli("project", "create", slug, "--tier", "public", "--kit", "python-stats", "--title", "bench")
         hub.add_user(user)
@@ -115,13 +126,14 @@ def main() -> None:
         while not api.get(f"{hub.public_url}/hub/api/users/{user}", timeout=10).json()["servers"].get(slug, {}).get("ready"):
             time.sleep(0.2)
         guarded = client.containers.get(naming.container_name(slug, user))
-        twin = twin_without_guard(client, guarded, slug)
-        session = requests.Session()
-        session.trust_env = False
+        twins = [twin(client, guarded, slug, guard=True), twin(client, guarded, slug, guard=False)]
+        session = hub.internal_session()  # the hub's certificate, as the proxy would show one
+        session.verify = False  # the twins' certificate names the original server's address
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         session.headers["Authorization"] = f"token {token}"
         prefix = f"/user/{user}/{slug}/"
-        urls = {"guard": f"http://{ip_of(client, guarded, slug)}:8888{prefix}",
-                "no-guard": f"http://{ip_of(client, twin, slug)}:8888{prefix}"}
+        urls = {"guard": f"https://{ip_of(client, twins[0], slug)}:8888{prefix}",
+                "no-guard": f"https://{ip_of(client, twins[1], slug)}:8888{prefix}"}
         for url in urls.values():
             wait_up(url, session)
         session.put(urls["guard"] + "api/contents/work/bench.ipynb",
@@ -142,8 +154,8 @@ def main() -> None:
                             "rounds_no_guard": [round(v, 1) for v in variants["no-guard"]]}
         print(json.dumps(result, indent=2))
     finally:
-        if twin is not None:
-            twin.remove(force=True)
+        for container in twins:
+            container.remove(force=True)
         hub.stop()
         time.sleep(1)
         for container in client.containers.list(all=True, filters={"label": f"org.hdshub.project={slug}"}):

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import ssl
 from collections import deque
 from datetime import datetime, timezone
 from urllib.parse import parse_qs
@@ -30,6 +31,17 @@ MAX_RETRY_SECONDS = 30.0
 CODE_EXCERPT = 4000
 
 
+def hub_tls() -> ssl.SSLContext | None:
+    """The server's own certificate towards the hub, which checks it (JupyterHub's
+    internal_ssl puts the files' paths in the environment); None without internal TLS."""
+    cert, key, ca = (os.environ.get(f"JUPYTERHUB_SSL_{name}") for name in ("CERTFILE", "KEYFILE", "CLIENT_CA"))
+    if not (cert and key):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -41,6 +53,7 @@ class AuditClient:
         self.queue: deque[dict] = deque()
         self.dropped = 0
         self.http = http_client or AsyncHTTPClient()
+        self.tls = hub_tls()
         self._task: asyncio.Task | None = None
 
     def record(self, user: str | None, action: str, target: str, outcome: str = "ok",
@@ -82,7 +95,7 @@ class AuditClient:
                 self.url, method="POST", body=json.dumps({"events": batch}),
                 headers={"Authorization": f"token {self.token}",
                          "Content-Type": "application/json"},
-                request_timeout=10,
+                request_timeout=10, ssl_options=self.tls,
             )
             response = await self.http.fetch(request, raise_error=False)
             if response.code != 201:

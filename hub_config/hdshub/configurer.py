@@ -77,8 +77,8 @@ def update_hub(c: Config, s: Settings) -> None:
     c.JupyterHub.bind_url = s.public_url
     # The hub API listens on a host address reachable from project networks only through
     # the firewall's single opening (see firewall.py), never on all interfaces.
-    c.JupyterHub.hub_bind_url = f"http://{s.hub_ip}:{s.hub_port}"
-    c.JupyterHub.hub_connect_url = f"http://{s.hub_ip}:{s.hub_port}"
+    c.JupyterHub.hub_bind_url = f"https://{s.hub_ip}:{s.hub_port}"
+    c.JupyterHub.hub_connect_url = f"https://{s.hub_ip}:{s.hub_port}"
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = 0
     c.JupyterHub.default_url = "/hub/home"
@@ -95,7 +95,7 @@ def update_proxy(c: Config, s: Settings) -> None:
         "env", "NODE_PATH=/usr/share/nodejs", f"NODE_OPTIONS={tls.NODE_TLS_OPTIONS}",
         "configurable-http-proxy", "--ssl-ciphers", tls.CIPHERS,
     ]
-    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{s.proxy_api_port}"
+    c.ConfigurableHTTPProxy.api_url = f"https://127.0.0.1:{s.proxy_api_port}"
     c.ConfigurableHTTPProxy.auth_token = s.state.secret("proxy-auth-token")
     c.ConfigurableHTTPProxy.pid_file = str(s.state.path / "proxy.pid")
 
@@ -104,6 +104,12 @@ def update_tls(c: Config, s: Settings) -> None:
     if s.tls_cert is not None:
         c.JupyterHub.ssl_cert = str(s.tls_cert)
         c.JupyterHub.ssl_key = str(s.tls_key)
+    # Inside the host too, every connection between hub, proxy and servers is TLS with
+    # certificates checked both ways (internal_tls.py): a container on a project network
+    # can neither read that traffic nor pose as the hub or as another server.
+    c.JupyterHub.internal_ssl = True
+    c.JupyterHub.internal_certs_location = str(s.state.internal_certs_dir)
+    c.JupyterHub.trusted_alt_names = [f"IP:{s.hub_ip}"]
 
 
 def update_sessions(c: Config, s: Settings) -> None:
@@ -153,6 +159,10 @@ def update_spawner(c: Config, s: Settings) -> None:
     c.ProjectSpawner.egress = s.egress if s.egress is not None else load_egress()
     c.ProjectSpawner.policies_dir = str(s.state.policies_dir)
     c.ProjectSpawner.use_internal_ip = True
+    # Servers are reached at the address their certificate names (ProjectSpawner.prepare):
+    # the hub's host cannot resolve container names.
+    c.ProjectSpawner.use_internal_hostname = False
+    c.ProjectSpawner.certs_dir = str(s.state.server_certs_dir)
     c.ProjectSpawner.remove = True
     c.ProjectSpawner.pull_policy = "never"
     c.ProjectSpawner.cmd = ["jupyterhub-singleuser"]
@@ -188,7 +198,7 @@ def update_pages(c: Config, s: Settings) -> None:
 def update_services(c: Config, s: Settings) -> None:
     culler, culler_role = culling.service(
         [tier.quotas.idle_timeout_seconds for tier in s.tiers.values()],
-        s.state.secret("idle-culler-api-token"))
+        s.state.secret("idle-culler-api-token"), s.state.internal_certs_dir)
     c.JupyterHub.services = [
         {"name": CLI_SERVICE, "api_token": s.state.secret("cli-api-token"), "display": False},
         culler,

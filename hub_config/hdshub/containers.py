@@ -21,6 +21,8 @@ NOTEBOOK_UID = "1000:1000"
 #: changed from inside, and a hub upgrade upgrades every project's guard at its next start.
 GUARD_SOURCE = REPO_ROOT / "extensions"
 GUARD_MOUNT = "/opt/hdshub/guard"
+#: The server's internal TLS certificate, key and trusted CAs (internal_tls.py), read-only.
+CERTS_MOUNT = "/opt/hdshub/tls"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_MAX_THREADS")
 
 

@@ -22,7 +22,7 @@ def cull_by_tier(inactive, inactive_limit, server) -> bool:
     return inactive.total_seconds() >= limit
 
 
-def service(idle_timeouts: list[int], api_token: str) -> tuple[dict, dict]:
+def service(idle_timeouts: list[int], api_token: str, internal_certs: Path) -> tuple[dict, dict]:
     """(service, role) of the culler, checking every quarter of the shortest timeout."""
     shortest = min(idle_timeouts)
     every = max(15, min(300, shortest // 4))
@@ -30,6 +30,8 @@ def service(idle_timeouts: list[int], api_token: str) -> tuple[dict, dict]:
         sys.executable, "-m", "jupyterhub_idle_culler", f"--config={CONFIG_FILE}",
         f"--timeout={shortest}", f"--cull-every={every}",
         "--cull-default-servers=false", "--remove-named-servers=false",
+        # The hub API speaks internal TLS only (configurer.update_tls).
+        "--ssl-enabled=true", f"--internal-certs-location={internal_certs}",
     ]
     return (
         {"name": SERVICE, "command": command, "api_token": api_token, "display": False},

@@ -14,13 +14,14 @@ import socket
 import ssl
 import stat
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import requests
 
-from . import firewall, hardening, naming, tls
+from . import firewall, hardening, internal_tls, naming, tls
 from .project_resources import LABEL_PROJECT
 from .state import StateDir
 
@@ -55,6 +56,9 @@ def check_state(state: StateDir, runtime: dict) -> list[Finding]:
             # all; the private state directory above keeps host users out. Never writable.
             found.extend(_check_policy_files(directory, mode, files))
             continue
+        # A server's own certificate folder belongs to the containers' user, who reads it.
+        owner = (internal_tls.SERVER_UID if Path(directory).parent == state.server_certs_dir
+                 else os.geteuid())
         if mode & 0o077:
             found.append(problem(f"{directory} has mode {mode:o}: others can list or enter it",
                                  f"chmod 700 {directory}"))
@@ -66,9 +70,9 @@ def check_state(state: StateDir, runtime: dict) -> list[Finding]:
             if stat.S_IMODE(info.st_mode) & 0o077:
                 found.append(problem(f"{path} has mode {stat.S_IMODE(info.st_mode):o}: others can read it",
                                      f"chmod 600 {path}"))
-            if info.st_uid != os.geteuid():
-                found.append(problem(f"{path} belongs to uid {info.st_uid}, not the hub's ({os.geteuid()})",
-                                     f"chown {os.geteuid()} {path}"))
+            if info.st_uid != owner:
+                found.append(problem(f"{path} belongs to uid {info.st_uid}, not {owner}",
+                                     f"chown {owner} {path}"))
     for name in SECRET_FILES:
         if not (state.path / name).exists():
             found.append(problem(f"{state.path / name} is missing", "restart the hub with 'hdshub up'"))
@@ -173,10 +177,9 @@ def check_headers(public_url: str, runtime: dict, state: StateDir) -> list[Findi
 def check_proxy_api(state: StateDir, runtime: dict) -> list[Finding]:
     port = int(runtime["proxy_api_port"])
     found = []
-    session = requests.Session()
-    session.trust_env = False  # straight to 127.0.0.1, whatever HTTP_PROXY says
+    session = internal_tls.client_session(state.internal_certs_dir)
     try:
-        status = session.get(f"http://127.0.0.1:{port}/api/routes", timeout=5).status_code
+        status = session.get(f"https://127.0.0.1:{port}/api/routes", timeout=5).status_code
     except requests.RequestException as error:
         return [problem(f"no proxy API on 127.0.0.1:{port} ({error})", "start the hub ('hdshub up')")]
     if status != 403:
@@ -189,6 +192,28 @@ def check_proxy_api(state: StateDir, runtime: dict) -> list[Finding]:
     if not found:
         found.append(ok(f"proxy API: 127.0.0.1:{port} only, token required"))
     return found
+
+
+def check_internal_tls(state: StateDir, runtime: dict) -> list[Finding]:
+    """The hub API, which project networks face, must refuse a client with no internal
+    certificate and answer one with the hub's."""
+    api = f"https://{runtime['hub_ip']}:{runtime['hub_port']}/hub/api/"
+    fix = "restart the hub with 'hdshub up' (it turns internal TLS on)"
+    stranger = requests.Session()
+    stranger.trust_env = False
+    stranger.verify = False  # the certificate check is the next probe's; here, ours is missing
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            status = stranger.get(api, timeout=5).status_code
+        return [problem(f"the hub API at {api} answers {status} to a client without a certificate", fix)]
+    except requests.RequestException:
+        pass
+    try:
+        internal_tls.client_session(state.internal_certs_dir).get(api, timeout=5).raise_for_status()
+    except (requests.RequestException, OSError) as error:
+        return [problem(f"the hub API at {api} refuses the hub's own internal certificate ({error})", fix)]
+    return [ok(f"hub API {runtime['hub_ip']}:{runtime['hub_port']}: internal TLS, client certificate required")]
 
 
 def check_firewall(runtime: dict) -> list[Finding]:
@@ -275,6 +300,7 @@ def doctor(state: StateDir, out=print) -> int:
         lambda: check_tls(public_url, runtime, state),
         lambda: check_headers(public_url, runtime, state),
         lambda: check_proxy_api(state, runtime),
+        lambda: check_internal_tls(state, runtime),
         lambda: check_firewall(runtime),
         lambda: check_containers(state),
     ):

@@ -14,8 +14,9 @@ from .tiers import TierLimits
 NOTEBOOK_USER = "1000:1000"
 IN_MEMORY_DIRS = {"/tmp", "/home/jovyan"}
 PROJECT_MOUNTS = {"/home/jovyan/data": False, "/home/jovyan/work": True, "/home/jovyan/outputs": True}
-# Read-only host folders: the guard extension and the project's policy (containers.py).
-GUARD_MOUNTS = {"/opt/hdshub/guard", "/etc/hdshub"}
+# Read-only host folders: the guard extension, the project's policy and the server's own
+# internal TLS certificate (containers.py).
+GUARD_MOUNTS = {"/opt/hdshub/guard", "/etc/hdshub", "/opt/hdshub/tls"}
 # A project's dashboard server (dashboard_server.py): raw data and the published dashboards,
 # both read-only, and the Voilà template; no work or outputs area.
 DASHBOARD_PURPOSE = "dashboard-server"
@@ -62,6 +63,9 @@ def container_problems(attrs: dict, slug: str, limits: TierLimits | None) -> lis
     policy_folder = f"/policies/{slug}.dashboard" if dashboard else f"/policies/{slug}"
     expect(not policy or policy.endswith(policy_folder),
            f"/etc/hdshub is {policy!r}, not project {slug}'s policy folder")
+    certs = mounts.get("/opt/hdshub/tls", {}).get("Source", "")
+    expect(not certs or certs.endswith(f"/server-tls/{attrs.get('Name', '').lstrip('/')}"),
+           f"/opt/hdshub/tls is {certs!r}, not this server's own certificate folder")
     for destination, writable in volume_mounts.items():
         mount = mounts.get(destination)
         if mount is None:

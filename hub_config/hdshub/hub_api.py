@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 import requests
 
+from . import internal_tls
 from .settings import CLI_SERVICE
 from .state import StateDir
 
@@ -18,9 +19,9 @@ class HubAPIError(RuntimeError):
 
 
 class HubAPI:
-    def __init__(self, url: str, token: str, timeout: float = 30):
+    def __init__(self, url: str, token: str, timeout: float = 30, session: requests.Session | None = None):
         self.url = url.rstrip("/")
-        self.session = requests.Session()
+        self.session = session or requests.Session()
         self.session.headers["Authorization"] = f"token {token}"
         self.timeout = timeout
 
@@ -28,8 +29,9 @@ class HubAPI:
     def from_state(cls, state: StateDir) -> "HubAPI":
         runtime = state.runtime()
         return cls(
-            f"http://{runtime['hub_ip']}:{runtime['hub_port']}/hub/api",
+            f"https://{runtime['hub_ip']}:{runtime['hub_port']}/hub/api",
             state.secret("cli-api-token"),
+            session=internal_tls.client_session(state.internal_certs_dir),
         )
 
     def request(self, method: str, path: str, json=None, ok=(200, 201, 202, 204)):

@@ -18,7 +18,7 @@ from jupyterhub import orm
 from tornado import web
 from traitlets import Dict, Integer, Unicode, default
 
-from . import containers, culling, dashboard_server, dashboards, naming, policy, project_resources
+from . import containers, culling, dashboard_server, dashboards, internal_tls, naming, policy, project_resources
 from .projects import NOTEBOOK_ROLES, Project, roles_by_project
 
 
@@ -58,7 +58,13 @@ class ProjectSpawner(DockerSpawner):
         "containers. Set by hdshub.configurer (in the state directory).",
     ).tag(config=True)
 
+    certs_dir = Unicode(
+        help="Host folder holding one folder per server with its internal TLS certificate, "
+        "key and trusted CAs, mounted read-only into it. Set by hdshub.configurer.",
+    ).tag(config=True)
+
     _idle_timeout: int | None = None
+    _prepared = False
 
     home_size = Unicode(
         "128m",
@@ -209,15 +215,67 @@ class ProjectSpawner(DockerSpawner):
                 f"{project.tier} tier allows: ask a member to stop theirs, or move to a higher tier.",
             )
 
-    async def start(self):
+    async def prepare(self) -> None:
+        """Decide everything about the container, refusals first, before anything is made
+        for it: JupyterHub creates a server's internal TLS certificate before start(), and
+        the certificate names the address decided here."""
         if self.user.name == dashboards.OWNER:
-            return await self.start_dashboard_server()
-        project, _roles = self.authorized_project()
-        self.check_project_servers(project)
+            project = self.dashboard_project()
+        else:
+            project, _roles = self.authorized_project()
+            self.check_project_servers(project)
         volumes, network = await asyncio.wrap_future(
             self.executor.submit(self._ensure_project_resources, project.slug)
         )
-        self.configure_for(project, volumes, network)
+        self.configure_for(project, volumes, network)  # image, limits, hardening: as any server
+        if self.user.name == dashboards.OWNER:
+            self.configure_dashboard_server(project, volumes)
+            dashboard_server.grant_viewers(self.db, project.slug)
+        if self.internal_ssl:
+            address = await asyncio.wrap_future(
+                self.executor.submit(project_resources.free_address, self.client, network)
+            )
+            self.ssl_alt_names = [f"IP:{address}"]
+            self.ssl_alt_names_include_local = False
+            endpoint = self.client.create_endpoint_config(ipv4_address=address)
+            self.extra_create_kwargs = {
+                **self.extra_create_kwargs,
+                "networking_config": self.client.create_networking_config({network: endpoint}),
+            }
+        self._prepared = True
+
+    async def create_certs(self):
+        await self.prepare()
+        paths = await super().create_certs()
+        internal_tls.make_private(Path(self.internal_certs_location))
+        return paths
+
+    async def move_certs(self, paths):
+        """Give the server its own copy of its certificate, key and trusted CAs, mounted
+        read-only (DockerSpawner's way needs an image from a registry and a volume shared
+        by all of a user's servers)."""
+        folder = Path(self.certs_dir) / self.object_name
+        in_container = await asyncio.wrap_future(
+            self.executor.submit(internal_tls.stage, paths, folder, containers.CERTS_MOUNT)
+        )
+        self.read_only_volumes = {**self.read_only_volumes, str(folder): containers.CERTS_MOUNT}
+        return in_container
+
+    @property
+    def volume_binds(self):
+        # DockerSpawner would add a volume of its own for certificates (see move_certs).
+        binds = self._volumes_to_binds(self.volumes, {})
+        return self._volumes_to_binds(self.read_only_volumes, binds, mode="ro")
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        if self.certs_dir:
+            internal_tls.remove(Path(self.certs_dir) / self.object_name)
+
+    async def start(self):
+        if not self._prepared:
+            await self.prepare()
+        self._prepared = False
         ip, port = await super().start()
         await self._wait_listening(ip, port)
         return ip, port
@@ -237,18 +295,6 @@ class ProjectSpawner(DockerSpawner):
             raise refusal(409, f"Le projet {project.slug} n'a aucun tableau de bord publié.",
                           f"Project {project.slug} has no published dashboard.")
         return project
-
-    async def start_dashboard_server(self):
-        project = self.dashboard_project()
-        volumes, network = await asyncio.wrap_future(
-            self.executor.submit(self._ensure_project_resources, project.slug)
-        )
-        self.configure_for(project, volumes, network)  # image, limits, hardening: as any server
-        self.configure_dashboard_server(project, volumes)
-        dashboard_server.grant_viewers(self.db, project.slug)
-        ip, port = await super().start()
-        await self._wait_listening(ip, port)
-        return ip, port
 
     def configure_dashboard_server(self, project: Project, volumes: dict[str, str]) -> None:
         """What differs from a notebook server: Voilà only, guard in dashboard mode, every

@@ -52,6 +52,17 @@ class StateDir:
         return self.path / "tls"
 
     @property
+    def internal_certs_dir(self) -> Path:
+        """JupyterHub's internal CAs and certificates (internal_tls.py): owner only."""
+        return self.path / "internal-ssl"
+
+    @property
+    def server_certs_dir(self) -> Path:
+        """One folder per running server with its own certificate and key, mounted
+        read-only into it; each is owned by the containers' user."""
+        return self.path / "server-tls"
+
+    @property
     def policies_dir(self) -> Path:
         """One folder per project holding the policy its containers enforce (mounted
         read-only into them, so the folder is world-readable; nothing secret goes there)."""

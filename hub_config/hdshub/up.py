@@ -23,7 +23,7 @@ import docker.errors
 import requests
 import urllib3
 
-from . import accounts, demo, firewall, manage, tls
+from . import accounts, demo, firewall, internal_tls, manage, tls
 from .hub_api import HubAPI
 from .kits import load_kits
 from .oidc import load_oidc_settings
@@ -52,7 +52,9 @@ def ensure_hub_network(client: docker.DockerClient) -> str:
     return network.attrs["IPAM"]["Config"][0]["Gateway"]
 
 
-def wait_for(url: str, timeout: float, hub: subprocess.Popen, log: Path, verify: str | bool = True) -> None:
+def wait_for(url: str, timeout: float, hub: subprocess.Popen, log: Path,
+             session: requests.Session | None = None, verify: str | bool = True) -> None:
+    session = session or requests.Session()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if hub.poll() is not None:
@@ -60,9 +62,9 @@ def wait_for(url: str, timeout: float, hub: subprocess.Popen, log: Path, verify:
         try:
             with warnings.catch_warnings():  # verify=False: said once below, not at each poll
                 warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-                if requests.get(url, timeout=2, verify=verify).status_code < 500:
+                if session.get(url, timeout=2, verify=verify).status_code < 500:
                     return
-        except requests.RequestException:
+        except (requests.RequestException, OSError):  # OSError: internal CA not written yet
             pass
         time.sleep(0.3)
     raise RuntimeError(f"JupyterHub did not answer at {url} within {timeout:.0f}s:\n{tail(log)}")
@@ -186,7 +188,9 @@ def up(
         )
     out(f"[up] JupyterHub starting (log: {log})")
     try:
-        wait_for(f"http://{hub_ip}:{hub_port}/hub/api/", 90, hub, log)
+        internal = internal_tls.client_session(state.internal_certs_dir)
+        wait_for(f"https://{hub_ip}:{hub_port}/hub/api/", 90, hub, log, internal, verify=internal.verify)
+        internal_tls.make_private(state.internal_certs_dir)
         # The generated certificate is its own authority; a site's may be issued for a name
         # this address is not, and the public check belongs to 'hdshub doctor'.
         wait_for(public_url.rstrip("/") + "/hub/login", 30, hub, log,

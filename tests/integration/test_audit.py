@@ -19,7 +19,7 @@ pytestmark = pytest.mark.docker
 
 # Run inside a project container: POST one event to the hub API as the guard would.
 POST_FROM_CONTAINER = """
-import json, os, sys, urllib.request, urllib.error
+import json, os, ssl, sys, urllib.request, urllib.error
 body = json.dumps({"events": [
     {"action": "contents-read", "target": "data/cohorte.csv", "outcome": "refused",
      "user": sys.argv[1], "details": {"client_ip": "203.0.113.7", "reason": "raw-data"}},
@@ -29,8 +29,11 @@ body = json.dumps({"events": [
 request = urllib.request.Request(os.environ["JUPYTERHUB_API_URL"] + "/hdshub/audit/events", body,
     {"Authorization": "token " + os.environ["TOKEN"], "Content-Type": "application/json",
      "X-Real-Ip": "10.9.9.9", "X-Forwarded-For": "10.9.9.9"})
+# The hub API speaks internal TLS and checks the client's certificate: the server's own.
+tls = ssl.create_default_context(cafile=os.environ["JUPYTERHUB_SSL_CLIENT_CA"])
+tls.load_cert_chain(os.environ["JUPYTERHUB_SSL_CERTFILE"], os.environ["JUPYTERHUB_SSL_KEYFILE"])
 try:
-    reply = urllib.request.urlopen(request, timeout=20)
+    reply = urllib.request.urlopen(request, timeout=20, context=tls)
 except urllib.error.HTTPError as error:
     reply = error
 print(reply.status, reply.read().decode())
@@ -127,14 +130,14 @@ def test_a_refused_start_is_recorded_with_its_reason(hub, new_project):
 
 def test_events_not_sent_by_the_server_itself_are_refused(hub, running_server):
     slug, user, container, server_token = running_server
-    direct = f"http://{hub.runtime['hub_ip']}:{hub.runtime['hub_port']}/hub/api/hdshub/audit/events"
+    direct = f"https://{hub.runtime['hub_ip']}:{hub.runtime['hub_port']}/hub/api/hdshub/audit/events"
     body = {"events": [{"action": "contents-read", "target": "forged", "outcome": "ok"}]}
     for url, token in [
         (direct, server_token),                 # the right token, from the host's address
         (direct, hub.user_token(user)),         # the owner's own token, from the host
         (f"{hub.public_url}/hub/api/hdshub/audit/events", server_token),  # through the proxy
     ]:
-        session = hub.session()
+        session = hub.internal_session() if url == direct else hub.session()
         reply = session.post(url, json=body, headers={"Authorization": f"token {token}",
                                                       "X-Real-Ip": _container_ip(container, slug)},
                              timeout=10)

@@ -286,7 +286,7 @@ def test_a_server_without_the_guard_does_not_start(docker_client):
 # -- the network, from a kernel -------------------------------------------------------------
 
 PROBE = r'''
-import json, os, socket, urllib.request
+import json, os, socket, ssl, urllib.request
 def attempt(host, port):
     try:
         socket.create_connection((host, port), timeout=3).close()
@@ -299,8 +299,11 @@ try:
 except OSError:
     dns = "NO-DNS"
 hub = os.environ["JUPYTERHUB_API_URL"]
+# The hub API speaks internal TLS and checks the client's certificate: the server's own.
+tls = ssl.create_default_context(cafile=os.environ["JUPYTERHUB_SSL_CLIENT_CA"])
+tls.load_cert_chain(os.environ["JUPYTERHUB_SSL_CERTFILE"], os.environ["JUPYTERHUB_SSL_KEYFILE"])
 try:
-    hub_status = urllib.request.urlopen(hub + "/", timeout=5).status
+    hub_status = urllib.request.urlopen(hub + "/", timeout=5, context=tls).status
 except Exception as e:
     hub_status = repr(e)
 print(json.dumps({"public": attempt("192.0.2.1", 80), "metadata": attempt("169.254.169.254", 80),

@@ -55,9 +55,14 @@ def test_no_hub_secret_in_a_project_container(hub, alice_server, docker_client):
 
 
 def test_proxy_api_needs_its_token(hub):
-    api = f"http://127.0.0.1:{hub.proxy_api_port}/api/routes"
-    direct = requests.Session()
-    direct.trust_env = False
+    api = f"https://127.0.0.1:{hub.proxy_api_port}/api/routes"
+    # Without the hub's internal certificate the proxy API does not even finish the handshake.
+    stranger = requests.Session()
+    stranger.trust_env = False
+    stranger.verify = hub.internal_session().verify
+    with pytest.raises(requests.exceptions.SSLError):
+        stranger.get(api, timeout=10)
+    direct = hub.internal_session()
     assert direct.get(api, timeout=10).status_code == 403
     assert direct.get(api, headers={"Authorization": "token wrong"}, timeout=10).status_code == 403
     token = hub_secrets(hub)["proxy token"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import requests
 
+from hdshub import internal_tls
 from hdshub.hub_api import HubAPI
 from hdshub.state import StateDir
 
@@ -131,6 +132,11 @@ class RunningHub:
     def ca_file(self) -> str:
         """The certificate the proxy serves (self-signed: it is its own authority)."""
         return self.runtime["tls_cert"]
+
+    def internal_session(self) -> requests.Session:
+        """A client on the hub's host holding the hub's internal TLS certificate (as the
+        CLI does), for the hub API and proxy API addresses that only speak internal TLS."""
+        return internal_tls.client_session(self.state.internal_certs_dir)
 
     def session(self) -> requests.Session:
         """A fresh client with no credentials, as a new browser would be."""

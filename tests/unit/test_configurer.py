@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from traitlets.config import Config
 
-from hdshub import configurer
+from hdshub import configurer, culling
 from hdshub.kits import load_kits
 from hdshub.settings import Settings
 from hdshub.state import StateDir
@@ -47,8 +47,19 @@ def test_every_kit_maps_to_its_image(c, settings):
 
 
 def test_hub_api_is_not_on_all_interfaces(c):
-    assert c.JupyterHub.hub_bind_url == "http://172.30.0.1:8081"
+    assert c.JupyterHub.hub_bind_url == "https://172.30.0.1:8081"
     assert "0.0.0.0" not in c.JupyterHub.hub_bind_url
+
+
+def test_hub_proxy_and_servers_talk_internal_tls(c, settings):
+    assert c.JupyterHub.internal_ssl is True
+    assert c.JupyterHub.internal_certs_location == str(settings.state.internal_certs_dir)
+    # The hub's certificate names the address containers reach it at.
+    assert c.JupyterHub.trusted_alt_names == ["IP:172.30.0.1"]
+    assert c.ConfigurableHTTPProxy.api_url.startswith("https://127.0.0.1:")
+    assert c.ProjectSpawner.use_internal_hostname is False
+    culler = next(s for s in c.JupyterHub.services if s["name"] == culling.SERVICE)
+    assert "--ssl-enabled=true" in culler["command"]
 
 
 def test_user_configuration_and_self_signup_are_off(c):
