@@ -23,6 +23,7 @@ GUARD_SOURCE = REPO_ROOT / "extensions"
 GUARD_MOUNT = "/opt/hdshub/guard"
 #: The server's internal TLS certificate, key and trusted CAs (internal_tls.py), read-only.
 CERTS_MOUNT = "/opt/hdshub/tls"
+CPU_PERIOD = 100_000  # microseconds, Docker's default
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_MAX_THREADS")
 
 
@@ -45,11 +46,14 @@ def hardening(tmp_size: str = "512m", home_size: str = "128m") -> dict:
 
 def limits(tier: dict) -> dict:
     """The tier's limits as docker-py create_host_config keywords. No swap beyond the tier's
-    memory: a memory hog is stopped, not slowed down."""
+    memory: a memory hog is stopped, not slowed down. CPU as a quota per period, as
+    DockerSpawner's cpu_limit sets it, so that every project container reads the same in
+    `docker inspect` (hardening.py)."""
     return {
         "mem_limit": tier["memory_bytes"],
         "memswap_limit": tier["memory_bytes"],
-        "nano_cpus": int(tier["cpu"] * 1e9),
+        "cpu_period": CPU_PERIOD,
+        "cpu_quota": int(tier["cpu"] * CPU_PERIOD),
         "pids_limit": tier["pids"],
     }
 
