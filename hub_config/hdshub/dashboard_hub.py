@@ -25,16 +25,13 @@ from urllib.parse import quote
 
 import docker
 from jupyterhub import orm
-from jupyterhub.apihandlers.base import APIHandler
-from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
 from . import dashboards, naming
 from .audit_hub import Recorder, client_ip
 from .audit_log import utc_now
 from .dashboard_server import grant_viewers
-from .projects import Project, roles_by_project
-from .settings import CLI_SERVICE
+from .project_api import ProjectAPIHandler, ProjectHandler
 from .spawner import refusal
 
 API_ROUTE = r"/api/hdshub/dashboards/([^/]+)"
@@ -75,26 +72,9 @@ def _refused(error: dashboards.DashboardError) -> web.HTTPError:
     return refusal(error.status, error.fr, error.en)
 
 
-class _DashboardHandler(BaseHandler):
+class _DashboardHandler(ProjectHandler):
     def initialize(self, max_notebook_bytes: int = 0):
         self.max_notebook_bytes = max_notebook_bytes
-
-    def project(self, slug: str) -> Project:
-        try:
-            naming.validate_slug(slug)
-        except naming.InvalidName:
-            raise refusal(404, f"Projet inconnu : {slug}.", f"Unknown project: {slug}.") from None
-        group = orm.Group.find(self.db, name=slug)
-        project = Project.from_group(slug, group.properties) if group else None
-        if project is None:
-            raise refusal(404, f"Projet inconnu : {slug}.", f"Unknown project: {slug}.")
-        return project
-
-    def roles(self, slug: str) -> set[str]:
-        user = self.current_user
-        if user is None or getattr(user, "kind", None) != "user":
-            return set()
-        return roles_by_project(g.name for g in user.groups).get(slug, set())
 
     def require_member(self, slug: str) -> set[str]:
         roles = self.roles(slug)
@@ -134,49 +114,26 @@ class _DashboardHandler(BaseHandler):
         return {"server": "ready" if spawner.ready else ("starting" if spawner.active else "failed")}
 
 
-class _DashboardAPIBase(_DashboardHandler, APIHandler):
+class _DashboardAPIBase(_DashboardHandler, ProjectAPIHandler):
     def actor(self, slug: str) -> str:
         """Who publishes or withdraws: a publisher of the project, or the CLI for someone."""
-        user = self.current_user
-        if user is None:
-            raise web.HTTPError(403)
-        token = self.get_token() if self.get_auth_token() else None
-        if token is not None and (token.client_id != "jupyterhub" or (token.note or "").startswith("Server at ")):
-            raise refusal(403, "Les jetons d'un serveur ne publient pas de tableaux de bord.",
-                          "A server's token does not publish dashboards.")
-        if getattr(user, "kind", None) == "service" and user.name == CLI_SERVICE:
-            body = self.body()
-            by = str(body.get("by") or "").strip()[:64]
-            if not by:
-                raise refusal(400, "Le champ « by » (qui publie) est requis.", "Field 'by' (who acts) is required.")
-            return f"{by} (hdshub CLI)"
-        if not self.roles(slug) & dashboards.PUBLISHER_ROLES:
-            raise refusal(403, f"Seuls les analystes, statisticiens et responsables des données du "
-                               f"projet {slug} publient ou retirent ses tableaux de bord.",
-                          f"Only project {slug}'s analysts, statisticians and data stewards publish "
-                          "or withdraw its dashboards.")
-        return user.name
-
-    def body(self) -> dict:
-        if not hasattr(self, "_body"):
-            self._body = self.get_json_body() or {}
-            if not isinstance(self._body, dict):
-                raise web.HTTPError(400, "expected a JSON object")
-        return self._body
+        return super().actor(
+            slug, dashboards.PUBLISHER_ROLES,
+            f"Seuls les analystes, statisticiens et responsables des données du projet {slug} "
+            "publient ou retirent ses tableaux de bord.",
+            f"Only project {slug}'s analysts, statisticians and data stewards publish or "
+            "withdraw its dashboards.")
 
     def save(self, slug: str, records: list[dict]) -> None:
         group = orm.Group.find(self.db, name=slug)
         group.properties = {**group.properties, "dashboards": records}
         self.db.commit()
 
-    async def in_thread(self, function, *args):
-        return await asyncio.get_running_loop().run_in_executor(None, function, *args)
-
 
 class DashboardsAPIHandler(_DashboardAPIBase):
     async def get(self, slug: str):
         project = self.project(slug)
-        if not (getattr(self.current_user, "kind", None) == "service" and self.current_user.name == CLI_SERVICE):
+        if not self.is_cli():
             self.require_member(slug)
         self.finish(json.dumps({"project": slug, "dashboards": dashboards.live(project.dashboards),
                                 "records": list(project.dashboards)}))
