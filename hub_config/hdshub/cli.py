@@ -93,6 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
     withdraw.add_argument("slug")
     withdraw.add_argument("name")
 
+    report = commands.add_parser("report", help="study reports (papermill) run in a one-off container of "
+                                 "the project's kit").add_subparsers(dest="action", required=True, metavar="ACTION")
+    report_run = report.add_parser(
+        "run", help="run a notebook of the work area, or a shipped template, with parameters; the "
+        "executed notebook, HTML, PDF and provenance.json land in outputs/reports/<run>/")
+    report_run.add_argument("slug")
+    report_run.add_argument("notebook", help="work/<path>.ipynb, or a template: descriptive, comparison, survival")
+    report_run.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                            metavar=("NAME", "VALUE"),
+                            help="a parameter; VALUE is read as JSON when it is JSON (10, true, "
+                            "[\"a\"]), as text otherwise; repeatable, wins over -f")
+    report_run.add_argument("-f", "--parameters-file", type=Path, metavar="YAML",
+                            help="a YAML mapping of parameters")
+    report_run.add_argument("--by", default=None, help="who asks for the run (default: your login name)")
+    report.add_parser("list", help="the runs the hub started for a project").add_argument("slug")
+
     audit = commands.add_parser("audit", help="the tamper-evident audit trail (read on the hub host, "
                                 "as root)").add_subparsers(dest="action", required=True, metavar="ACTION")
     verify = audit.add_parser("verify", help="check a project's hash chain; exit 1 naming the first bad line")
@@ -198,6 +214,10 @@ def run(args, state: StateDir) -> int:
         return run_dashboard(args, connect)
     if args.command == "usage":
         return run_usage(args, state, connect)
+    if args.command == "report":
+        from .report_cli import run_report_command
+
+        return run_report_command(args, connect)
     if args.command == "data":
         import docker
 

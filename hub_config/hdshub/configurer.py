@@ -11,7 +11,7 @@ import sys
 
 from traitlets.config import Config
 
-from . import audit_hub, culling, dashboard_hub, home, naming, oidc, tiers, tls, usage, usage_page
+from . import audit_hub, culling, dashboard_hub, home, naming, oidc, report_hub, tiers, tls, usage, usage_page
 from .audit_api import ROUTE as AUDIT_ROUTE, AuditEventsHandler
 from .egress import load_egress
 from .settings import CLI_SERVICE, Settings
@@ -234,18 +234,23 @@ def update_audit(c: Config, s: Settings) -> None:
 
 
 def update_handlers(c: Config, s: Settings) -> None:
-    """The hub's own endpoints and pages: the audit trail's (audit_api.py) and the
-    dashboards' (dashboard_hub.py). JupyterHub has one list for all, so one setter sets it.
+    """The hub's own endpoints and pages: the audit trail's (audit_api.py), the
+    dashboards' (dashboard_hub.py), the reports' (report_hub.py) and the usage page. JupyterHub has one list for all, so one setter sets it.
 
     JupyterHub 6 calls extra_handlers deprecated in favour of services; a service would have
     to be given every server's address and token to attribute audit events, and could not
     start dashboard servers or grant access to them, which the hub process does itself.
     """
     egress = s.egress if s.egress is not None else load_egress()
+    trusted = audit_hub.trusted_proxies(s.hub_ip)
     c.JupyterHub.extra_handlers = [
         (AUDIT_ROUTE, AuditEventsHandler, {"audit_dir": str(s.state.audit_dir)}),
-        *dashboard_hub.handlers(egress["notebooks"]["max_bytes"], str(s.state.audit_dir),
-                                audit_hub.trusted_proxies(s.hub_ip)),
+        *dashboard_hub.handlers(egress["notebooks"]["max_bytes"], str(s.state.audit_dir), trusted),
+        *report_hub.handlers({
+            "tiers": {name: tiers.enforced(tier) for name, tier in s.tiers.items()},
+            "kit_images": {name: kit.image_tag for name, kit in s.kits.items()},
+            "audit_dir": str(s.state.audit_dir), "trusted": trusted,
+            "max_notebook_bytes": egress["notebooks"]["max_bytes"]}),
         (usage_page.ROUTE, usage_page.UsagePageHandler,
          {"usage_db": str(s.state.usage_db), "audit_dir": str(s.state.audit_dir), "tiers": s.tiers}),
     ]

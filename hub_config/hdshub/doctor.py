@@ -270,7 +270,8 @@ def check_containers(state: StateDir) -> list[Finding]:
                                  "are hardened, so find out who started this one") for issue in issues]
         if not issues:
             found.append(ok(f"container {container.name}: hardened, tier limits applied"))
-        networks.add(naming.network_name(slug))
+        if container.attrs["HostConfig"].get("NetworkMode") != "none":  # report runs have none
+            networks.add(naming.network_name(slug))
     for name in sorted(networks):
         try:
             issues = hardening.network_problems(client.networks.get(name).attrs)

@@ -22,6 +22,12 @@ GUARD_MOUNTS = {"/opt/hdshub/guard", "/etc/hdshub", "/opt/hdshub/tls"}
 DASHBOARD_PURPOSE = "dashboard-server"
 DASHBOARD_MOUNTS = {"/home/jovyan/data": False, "/srv/hdshub/dashboards": False}
 DASHBOARD_HOST_MOUNTS = {"/opt/hdshub/share/voila/templates"}
+# A one-off report run (report_runs.py): no network at all; raw data and work read-only,
+# outputs writable; the kit helpers and the report templates read-only; no policy, no
+# certificate (it runs no server and talks to no one).
+REPORT_PURPOSE = "report-run"
+REPORT_MOUNTS = {"/home/jovyan/data": False, "/home/jovyan/work": False, "/home/jovyan/outputs": True}
+REPORT_HOST_MOUNTS = {"/opt/hdshub/guard", "/opt/hdshub/share/reports", "/opt/hdshub/share/nbconvert/templates"}
 
 
 def container_problems(attrs: dict, slug: str, limits: TierLimits | None) -> list[str]:
@@ -45,16 +51,20 @@ def container_problems(attrs: dict, slug: str, limits: TierLimits | None) -> lis
     expect(not host.get("Devices"), "has host devices")
     expect(host.get("PidMode") == "" and host.get("IpcMode") == "private" and host.get("UsernsMode") == "",
            "shares a host namespace (pid, ipc or user)")
-    expect(host.get("NetworkMode") == naming.network_name(slug),
-           f"is on network {host.get('NetworkMode')!r}, not its project's {naming.network_name(slug)!r}")
+    purpose = (config.get("Labels") or {}).get("org.hdshub.purpose")
+    dashboard, report = purpose == DASHBOARD_PURPOSE, purpose == REPORT_PURPOSE
+    network = "none" if report else naming.network_name(slug)
+    expect(host.get("NetworkMode") == network,
+           f"is on network {host.get('NetworkMode')!r}, not " +
+           ("'none' (a report run talks to no one)" if report else f"its project's {network!r}"))
     expect(not host.get("PortBindings"), "publishes ports on the host")
-    expect("JUPYTERHUB_DISABLE_USER_CONFIG=1" in (config.get("Env") or []), "loads user configuration")
+    expect(report or "JUPYTERHUB_DISABLE_USER_CONFIG=1" in (config.get("Env") or []), "loads user configuration")
     expect(not any("docker.sock" in (m.get("Source") or "") for m in attrs.get("Mounts", [])),
            "has the Docker socket mounted")
     mounts = {m["Destination"]: m for m in attrs.get("Mounts", [])}
-    dashboard = (config.get("Labels") or {}).get("org.hdshub.purpose") == DASHBOARD_PURPOSE
-    volume_mounts = DASHBOARD_MOUNTS if dashboard else PROJECT_MOUNTS
-    host_mounts = GUARD_MOUNTS | (DASHBOARD_HOST_MOUNTS if dashboard else set())
+    volume_mounts = DASHBOARD_MOUNTS if dashboard else REPORT_MOUNTS if report else PROJECT_MOUNTS
+    host_mounts = (REPORT_HOST_MOUNTS if report else
+                   GUARD_MOUNTS | (DASHBOARD_HOST_MOUNTS if dashboard else set()))
     expected = set(volume_mounts) | host_mounts
     expect(set(mounts) == expected, f"mounts {sorted(mounts)}, expected {sorted(expected)}")
     for destination in host_mounts & set(mounts):

@@ -1,0 +1,246 @@
+"""Run one study report inside its one-off container: `python3 -m hdshub_kit.report_runner`.
+
+The hub (hub_config/hdshub/report_runs.py) starts a fresh container of the project's kit for
+each run, hardened like a project server, with no network at all, the raw data and the work
+area read-only and only `outputs` writable, and gives this module the run in the environment
+variable HDSHUB_REPORT_SPEC (JSON, parameters already validated by the hub). Here:
+
+1. papermill executes the notebook with the parameters; a line per cell tells the hub how far
+   it got (PROGRESS_MARKER, JSON);
+2. the executed notebook becomes an HTML report with the code hidden (the nbconvert template
+   `hdshub-report`, templates/nbconvert/) and a PDF of the same page (WeasyPrint, which may
+   fetch nothing but the images embedded in the page);
+3. provenance.json records what a reviewer needs to judge and redo the run: image and package
+   versions, parameters, the sha256 of every raw-data file and of every output, start, end,
+   status, and on failure the failing cell;
+4. everything is written into `outputs/reports/.partial-<run>/`, which becomes
+   `outputs/reports/<run>/` in one rename: a reader never sees half a report.
+
+A failing notebook still yields its partial executed notebook and the provenance (status
+"failed", with the cell), no HTML or PDF. The last line on standard output is RESULT_MARKER
+followed by the provenance. Exit status: 0 done, 1 the notebook failed, 2 the run could not
+be made at all.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HOME = Path("/home/jovyan")
+DATA_DIR = HOME / "data"
+REPORTS_DIR = HOME / "outputs" / "reports"
+TEMPLATE_NAME = "hdshub-report"
+PROGRESS_MARKER = "HDSHUB-REPORT-PROGRESS "
+RESULT_MARKER = "HDSHUB-REPORT-RESULT "
+SPEC_VARIABLE = "HDSHUB_REPORT_SPEC"
+MATPLOTLIB_PREBUILT = Path("/opt/hdshub/matplotlib")
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_files(root: Path = DATA_DIR) -> list[dict]:
+    """Every regular file of the raw data, with its size and sha256 (links are not followed:
+    the data steward's import makes none)."""
+    files = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders.sort()
+        for name in sorted(names):
+            path = Path(folder) / name
+            if path.is_file() and not path.is_symlink():
+                files.append({"path": str(path.relative_to(HOME)), "size": path.stat().st_size,
+                              "sha256": sha256_of(path)})
+    return files
+
+
+def python_packages() -> dict[str, str]:
+    return {dist.metadata["Name"]: dist.version for dist in importlib.metadata.distributions()
+            if dist.metadata["Name"]}
+
+
+def r_packages() -> dict[str, str]:
+    """R and its packages when the kit has R (the r-stats kit), else nothing."""
+    if shutil.which("Rscript") is None:
+        return {}
+    script = ('ip <- installed.packages()[, c("Package", "Version")]; '
+              'cat(paste0("R\\t", paste(R.version$major, R.version$minor, sep = ".")), '
+              'paste(ip[, 1], ip[, 2], sep = "\\t"), sep = "\\n")')
+    result = subprocess.run(["Rscript", "--vanilla", "-e", script], capture_output=True,
+                            text=True, timeout=120)
+    return dict(line.split("\t", 1) for line in result.stdout.splitlines() if "\t" in line)
+
+
+def emit(marker: str, payload: dict) -> None:
+    print(marker + json.dumps(payload, ensure_ascii=False), flush=True)
+
+
+def first_line(source: str, limit: int) -> str:
+    return next((line for line in (source or "").splitlines() if line.strip()), "")[:limit]
+
+
+def follow_cells(current: dict) -> None:
+    """One PROGRESS_MARKER line as each cell starts, and `current` says which cell runs.
+    papermill calls its execution manager's cell_start for every cell; wrapping it is the
+    one hook papermill offers that knows both the cell's index and the notebook's length."""
+    from papermill.engines import NotebookExecutionManager
+
+    started = NotebookExecutionManager.cell_start
+
+    def cell_start(self, cell, cell_index=None, **kwargs):
+        current.update(cell=(cell_index or 0) + 1, source=first_line(cell.source, 200))
+        emit(PROGRESS_MARKER, {"cell": current["cell"], "cells": len(self.nb.cells),
+                               "source": current["source"][:120]})
+        return started(self, cell, cell_index=cell_index, **kwargs)
+
+    NotebookExecutionManager.cell_start = cell_start
+
+
+def failure_of(error, current: dict) -> dict:
+    """The failing cell, as a reader of the executed notebook finds it (numbered from 1,
+    papermill's parameters cell included)."""
+    import papermill
+
+    if isinstance(error, papermill.PapermillExecutionError):
+        return {"stage": "execute", "cell": (error.cell_index or 0) + 1,
+                "execution_count": error.exec_count, "ename": error.ename,
+                "evalue": str(error.evalue)[:2000], "source": first_line(error.source, 200)}
+    # The kernel died (most often the tier's memory limit) or did not start.
+    return {"stage": "execute", "cell": current.get("cell"), "execution_count": None,
+            "ename": type(error).__name__, "evalue": str(error)[:2000],
+            "source": current.get("source", "")}
+
+
+def seed_font_cache(prebuilt: Path = MATPLOTLIB_PREBUILT, home: Path = HOME) -> None:
+    """Give matplotlib the font list the kit image built (images/python-stats/Dockerfile):
+    the container's home is new and empty, and rebuilding it costs ~1.7 s at the first plot."""
+    cache = home / ".cache" / "matplotlib"
+    for fontlist in prebuilt.glob("fontlist-*.json"):
+        cache.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fontlist, cache / fontlist.name)
+
+
+def in_background(packages: dict) -> threading.Thread:
+    """While the kernel starts and the notebook runs (the runner only waits on it then):
+    list the installed packages for the provenance, and import nbconvert and WeasyPrint
+    (about 1.5 s of CPU) for the rendering after."""
+    def work():
+        packages.update(python=python_packages(), r=r_packages())
+        import nbconvert  # noqa: F401
+        import weasyprint  # noqa: F401
+
+    thread = threading.Thread(target=work, name="report-background", daemon=True)
+    thread.start()
+    return thread
+
+
+def render(executed: Path, html_path: Path, pdf_path: Path, header: dict) -> None:
+    """HTML with the code hidden (our nbconvert template), then the PDF of that page."""
+    import nbformat
+    import weasyprint
+    import weasyprint.urls
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name=TEMPLATE_NAME, exclude_input=True,
+                            exclude_input_prompt=True, exclude_output_prompt=True,
+                            language_code=header["language"])
+    notebook = nbformat.read(executed, as_version=4)
+    html, _ = exporter.from_notebook_node(notebook, resources={"hdshub": header})
+    html_path.write_text(html, encoding="utf-8")
+    # The page's own embedded images (data: URLs) only: never a file of the container.
+    fetcher = weasyprint.urls.URLFetcher(allowed_protocols={"data"})
+    weasyprint.HTML(string=html, url_fetcher=fetcher).write_pdf(pdf_path)
+
+
+def run(spec: dict) -> tuple[dict, int]:
+    import papermill
+
+    packages: dict = {}
+    background = in_background(packages)
+    seed_font_cache()
+    clock = time.monotonic()
+    started = utc_now()
+    name = spec["run"]
+    staging = REPORTS_DIR / f".partial-{name}"
+    staging.mkdir(parents=True, mode=0o770)
+    notebook = Path(spec["notebook"])
+    provenance = {
+        "run": name, "project": spec["project"], "source": spec["source"],
+        "source_sha256": sha256_of(notebook), "parameters": spec["parameters"],
+        "requested_by": spec["requested_by"], "kit": spec["kit"], "image": spec["image"],
+        "image_id": spec["image_id"], "started_at": started,
+        "data": data_files(), "packages": packages,  # filled in the background
+    }
+    durations = {"prepare": time.monotonic() - clock}
+    executed = staging / f"{name}.ipynb"
+    current: dict = {}
+    follow_cells(current)
+    error = None
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(executed), parameters=spec["parameters"], progress_bar=False,
+            cwd=spec["cwd"], kernel_name=None)
+    except Exception as failure:  # the notebook's own error, or its kernel's death
+        error = failure_of(failure, current)
+    durations["execute"] = time.monotonic() - clock - durations["prepare"]
+    background.join()
+    if error is None:
+        header = {"title": spec["title"], "project": spec["project"], "run": name,
+                  "parameters": spec["parameters"], "started_at": started,
+                  "image": spec["image"], "data": provenance["data"],
+                  "language": spec["parameters"].get("language", "fr")}
+        try:
+            render(executed, staging / f"{name}.html", staging / f"{name}.pdf", header)
+        except Exception as failure:
+            for partial in (staging / f"{name}.html", staging / f"{name}.pdf"):
+                partial.unlink(missing_ok=True)
+            error = {"stage": "render", "ename": type(failure).__name__, "evalue": str(failure)[:2000]}
+        durations["render"] = time.monotonic() - clock - durations["prepare"] - durations["execute"]
+    status = "ok" if error is None else "failed"
+    provenance.update(status=status, error=error, finished_at=utc_now(),
+                      durations_s={step: round(seconds, 3) for step, seconds in durations.items()})
+    provenance["outputs"] = [{"file": path.name, "size": path.stat().st_size, "sha256": sha256_of(path)}
+                             for path in sorted(staging.iterdir()) if path.is_file()]
+    (staging / "provenance.json").write_text(json.dumps(provenance, indent=2, ensure_ascii=False),
+                                             encoding="utf-8")
+    staging.rename(REPORTS_DIR / name)
+    return provenance, 0 if status == "ok" else 1
+
+
+def main() -> int:
+    try:
+        spec = json.loads(os.environ[SPEC_VARIABLE])
+    except (KeyError, ValueError) as error:
+        print(f"hdshub report: no valid run in {SPEC_VARIABLE} ({error!r})", file=sys.stderr)
+        return 2
+    provenance, status = run(spec)
+    emit(RESULT_MARKER, provenance)
+    return status
+
+
+if __name__ == "__main__":
+    code = main()
+    # Everything is written and renamed into place, the kernel is shut down: skip the
+    # interpreter's teardown of pandas, nbconvert and WeasyPrint (over half a second of a
+    # one-CPU tier, every run).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
