@@ -56,7 +56,7 @@ def kit_venv(folder: Path) -> Path:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--no-deps",
-                        "--find-links", str(images.cache_dir()), "-r", str(KIT_LOCK)], check=True)
+                        "--find-links", str(images.cache_dir() / "wheels"), "-r", str(KIT_LOCK)], check=True)
     return python
 
 

@@ -111,6 +111,10 @@ def create_container(client: docker.DockerClient, run: ReportRun, tier: dict, ki
             **containers.thread_environment(tier),
             "PYTHONPATH": containers.GUARD_MOUNT, "HOME": containers.HOME,
             "JUPYTER_PATH": SHARE,
+            # papermill writes the whole notebook after every cell, and nbformat validates it
+            # each time: with fastjsonschema (an nbformat dependency) instead of jsonschema,
+            # about 0.4 s less per report on a one-CPU tier.
+            "NBFORMAT_VALIDATOR": "fastjsonschema",
             "HDSHUB_REPORT_SPEC": json.dumps(spec, ensure_ascii=False),
         },
         labels={**containers.labels(run.project, run.requested_by.split(" ")[0], PURPOSE),

@@ -12,6 +12,7 @@ from argparse import Namespace
 import pytest
 
 from hdshub import hardening, report_cli, report_runs, reports
+from hdshub_kit import report_runner
 from hdshub.cli import build_parser
 
 
@@ -171,3 +172,38 @@ def test_a_run_ends_with_a_status_and_a_reason(result, exit_code, timed_out, sta
 def test_parsed_namespace_lists_runs():
     args = build_parser().parse_args(["report", "list", "demo"])
     assert isinstance(args, Namespace) and args.action == "list"
+
+
+def test_provenance_lists_python_packages_as_installed():
+    """The runner reads versions from dist-info folder names; they must say what
+    importlib.metadata says, names compared in their normalised form."""
+    import importlib.metadata
+    import re
+
+    def normal(name):
+        return re.sub(r"[-_.]+", "_", name).lower()
+
+    listed = {normal(name): version for name, version in report_runner.python_packages().items()}
+    installed = {normal(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()
+                 if d.metadata["Name"]}
+    assert listed["jupyterhub"] == installed["jupyterhub"]
+    assert listed == {name: installed[name] for name in listed}
+
+
+def test_provenance_lists_r_packages_first_library_wins(tmp_path):
+    def describe(library, package, version):
+        folder = tmp_path / library / package
+        folder.mkdir(parents=True)
+        (folder / "DESCRIPTION").write_text(
+            f"Package: {package}\nTitle: A package: with a colon\nVersion: {version}\n"
+            "Author: someone,\n    Version: 0.0 on a continuation line\n")
+
+    describe("site", "survival", "3.5-3")
+    describe("base-lib", "survival", "3.4-0")
+    describe("base-lib", "base", "4.2.2")
+    (tmp_path / "base-lib" / "broken").mkdir()
+    (tmp_path / "base-lib" / "broken" / "DESCRIPTION").write_text("not a description\n")
+    found = report_runner.r_packages((str(tmp_path / "site"), str(tmp_path / "base-lib"),
+                                      str(tmp_path / "absent")))
+    assert found == {"R": "4.2.2", "base": "4.2.2", "survival": "3.5-3"}
+    assert report_runner.r_packages((str(tmp_path / "absent"),)) == {}
