@@ -14,7 +14,8 @@ variable HDSHUB_REPORT_SPEC (JSON, parameters already validated by the hub). Her
    versions, parameters, the sha256 of every raw-data file and of every output, start, end,
    status, and on failure the failing cell;
 4. everything is written into `outputs/reports/.partial-<run>/`, which becomes
-   `outputs/reports/<run>/` in one rename: a reader never sees half a report.
+   `outputs/reports/<run>/` in one rename: a reader never sees half a report. The next run
+   settles the partial folder of a run that was killed (settle_interrupted).
 
 A failing notebook still yields its partial executed notebook and the provenance (status
 "failed", with the cell), no HTML or PDF. The last line on standard output is RESULT_MARKER
@@ -180,6 +181,35 @@ def render(executed: Path, html_path: Path, pdf_path: Path, header: dict) -> Non
     weasyprint.HTML(string=html, url_fetcher=fetcher).write_pdf(pdf_path)
 
 
+def outputs_of(folder: Path) -> list[dict]:
+    return [{"file": path.name, "size": path.stat().st_size, "sha256": sha256_of(path)}
+            for path in sorted(folder.iterdir()) if path.is_file()]
+
+
+def settle_interrupted(reports_dir: Path = REPORTS_DIR) -> list[str]:
+    """Turn each `.partial-<run>` left by a run that died (stopped at the time limit, its
+    container removed) into `<run>/`, keeping what it had (often the partly executed
+    notebook) beside a provenance.json saying it was interrupted. The hub runs one report at
+    a time per project and checks Docker first (report_runs.running_elsewhere), so a
+    partial folder met here belongs to no living run."""
+    settled = []
+    for partial in sorted(reports_dir.glob(".partial-*")):
+        name = partial.name[len(".partial-"):]
+        if not partial.is_dir() or (reports_dir / name).exists():
+            continue
+        provenance = partial / "provenance.json"
+        if not provenance.exists():
+            provenance.write_text(json.dumps({
+                "run": name, "status": "interrupted", "settled_at": utc_now(),
+                "error": {"stage": "container",
+                          "fr": "le rapport a été arrêté avant sa fin (durée maximale, ou conteneur arrêté)",
+                          "en": "the report was stopped before its end (time limit, or container stopped)"},
+                "outputs": outputs_of(partial)}, indent=2, ensure_ascii=False), encoding="utf-8")
+        partial.rename(reports_dir / name)
+        settled.append(name)
+    return settled
+
+
 def run(spec: dict) -> tuple[dict, int]:
     # papermill's I/O module tries each optional storage back-end at import; with pyarrow in
     # the kit it loads pyarrow's HDFS client (a quarter of a second of CPU). A run has no
@@ -193,6 +223,8 @@ def run(spec: dict) -> tuple[dict, int]:
     clock = time.monotonic()
     started = utc_now()
     name = spec["run"]
+    for interrupted in settle_interrupted():
+        print(f"hdshub report: outputs/reports/{interrupted}/ holds what an interrupted run left", file=sys.stderr)
     staging = REPORTS_DIR / f".partial-{name}"
     staging.mkdir(parents=True, mode=0o770)
     notebook = Path(spec["notebook"])
@@ -231,8 +263,7 @@ def run(spec: dict) -> tuple[dict, int]:
     status = "ok" if error is None else "failed"
     provenance.update(status=status, error=error, finished_at=utc_now(),
                       durations_s={step: round(seconds, 3) for step, seconds in durations.items()})
-    provenance["outputs"] = [{"file": path.name, "size": path.stat().st_size, "sha256": sha256_of(path)}
-                             for path in sorted(staging.iterdir()) if path.is_file()]
+    provenance["outputs"] = outputs_of(staging)
     (staging / "provenance.json").write_text(json.dumps(provenance, indent=2, ensure_ascii=False),
                                              encoding="utf-8")
     staging.rename(REPORTS_DIR / name)

@@ -95,11 +95,16 @@ class ReportsAPIHandler(_ReportsBase):
                                                      body.get("parameters") or {})
         except dashboards.DashboardError as error:
             raise _refused(error) from None
-        if (busy := running(slug)) is not None:
-            raise refusal(409, f"Un rapport tourne déjà dans le projet {slug} ({busy.run}) : "
-                               "attendez sa fin.",
-                          f"A report is already running in project {slug} ({busy.run}): wait "
-                          "for it to end.")
+        self.refuse_if_busy(slug)
+        # A run started before the hub restarted is not in memory, but its container is; the
+        # runner also counts on one run at a time (it settles the folders dead runs left).
+        other = await self.in_thread(report_runs.running_elsewhere, docker.from_env(), slug)
+        if other is not None:
+            raise refusal(409, f"Un rapport lancé avant le redémarrage du hub tourne encore dans le "
+                               f"projet {slug} ({other}) : attendez sa fin.",
+                          f"A report started before the hub restarted is still running in project "
+                          f"{slug} ({other}): wait for it to end.")
+        self.refuse_if_busy(slug)  # again: another request may have started one meanwhile
         language = parameters.get("language", "fr") if isinstance(parameters.get("language"), str) else "fr"
         run = report_runs.ReportRun(
             run=reports.run_name(source), project=slug,
@@ -113,6 +118,13 @@ class ReportsAPIHandler(_ReportsBase):
         asyncio.ensure_future(self.execute(run, tier, project.kit, image, client_ip(self.request, self.trusted)))
         self.set_status(202)
         self.finish(json.dumps(run.model()))
+
+    def refuse_if_busy(self, slug: str) -> None:
+        if (busy := running(slug)) is not None:
+            raise refusal(409, f"Un rapport tourne déjà dans le projet {slug} ({busy.run}) : "
+                               "attendez sa fin.",
+                          f"A report is already running in project {slug} ({busy.run}): wait "
+                          "for it to end.")
 
     async def read_notebook(self, slug: str, source: reports.Source) -> dict:
         if source.template:

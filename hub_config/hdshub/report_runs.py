@@ -6,7 +6,8 @@ and is even more closed: no network at all (a report reads files and writes file
 and the work area read-only, only `outputs` writable. It runs
 extensions/hdshub_kit/report_runner.py, whose lines say which cell is running; the last one
 carries the provenance. The hub keeps the state of each run in memory (ReportRun) for the
-API; the outputs and provenance.json in the project's `outputs/reports/<run>/` are the record.
+API; the outputs and provenance.json in the project's `outputs/reports/<run>/` are the record,
+and Docker is the truth on whether a run still goes (running_elsewhere).
 """
 
 from __future__ import annotations
@@ -156,6 +157,20 @@ def follow(container, run: ReportRun, time_limit: float = TIME_LIMIT_SECONDS) ->
     finish(run, result, exit_code, errors, timed_out)
 
 
+def running_elsewhere(client: docker.DockerClient, project: str) -> str | None:
+    """The run still going in a report container this hub process did not start (it was
+    started before the hub restarted), or None. Ended leftovers of such runs are removed:
+    their runner wrote its outputs itself, there is nothing left to read from them."""
+    found = None
+    for container in client.containers.list(all=True, filters={
+            "label": [f"{project_resources.LABEL_PROJECT}={project}", f"org.hdshub.purpose={PURPOSE}"]}):
+        if container.status in ("running", "restarting", "paused"):  # "created": never started
+            found = container.labels.get(LABEL_RUN, container.name)
+        else:
+            remove(container)
+    return found
+
+
 def _kill(container) -> None:
     try:
         container.kill()
@@ -193,5 +208,5 @@ def finish(run: ReportRun, result: dict | None, exit_code: int | None, errors: l
 def remove(container) -> None:
     try:
         container.remove(force=True)
-    except docker.errors.NotFound:
+    except docker.errors.APIError:  # gone already, or being removed by another request
         pass

@@ -229,3 +229,41 @@ def test_the_run_container_is_locked_down_and_alone(hub, docker_client, project,
     printed = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
     assert "NETWORK-REFUSED" in printed and "NETWORK-REACHED" not in printed
     assert "DATA-READ-ONLY 30" in printed  # EROFS
+
+
+def test_a_run_the_hub_lost_blocks_the_next_and_what_it_left_is_settled(hub, docker_client, project, tmp_path):
+    """A report container the hub does not know (started before a restart) still counts as
+    the project's running report; once it died, the next run turns its partial folder into
+    a report folder that says "interrupted", and removes the dead container."""
+    lost = "lost-run-1"
+    orphan = docker_client.containers.run(
+        project_resources.UTILITY_IMAGE,
+        ["sh", "-c", f"mkdir -p /outputs/reports/.partial-{lost} && echo '{{}}' > "
+                     f"/outputs/reports/.partial-{lost}/{lost}.ipynb && sleep 300"],
+        detach=True, user="1000:1000", network_mode="none", name=report_runs.container_name(project.slug, lost),
+        volumes={naming.volume_name(project.slug, "outputs"): {"bind": "/outputs", "mode": "rw"}},
+        labels={project_resources.LABEL_PROJECT: project.slug, "org.hdshub.purpose": report_runs.PURPOSE,
+                report_runs.LABEL_RUN: lost})
+    session = hub.as_user(project.tokens["rstat"])
+    url = f"{hub.public_url}/hub/api/hdshub/reports/{project.slug}"
+    try:
+        refused = session.post(url, json={"notebook": "descriptive"}, timeout=30)
+        assert refused.status_code == 409 and lost in refused.json()["message"], refused.text
+        assert "redémarrage du hub" in refused.json()["message"]
+    finally:
+        orphan.kill()  # it dies, as a run stopped at the time limit does; the container stays
+    started = session.post(url, json={"notebook": "descriptive"}, timeout=30)
+    assert started.status_code == 202, started.text
+    run = started.json()["run"]
+    deadline = time.monotonic() + 180
+    while (state := session.get(f"{url}/{run}", timeout=30).json())["status"] in ("starting", "running"):
+        assert time.monotonic() < deadline, state
+        time.sleep(1)
+    assert state["status"] == "ok", state
+    assert not docker_client.containers.list(all=True, filters={"label": f"{report_runs.LABEL_RUN}={lost}"})
+    settled = read_report(docker_client, project.slug, lost, tmp_path)
+    assert set(settled) == {f"{lost}.ipynb", "provenance.json"}
+    provenance = json.loads(settled["provenance.json"])
+    assert provenance["status"] == "interrupted" and "arrêté avant sa fin" in provenance["error"]["fr"]
+    assert provenance["outputs"] == [{"file": f"{lost}.ipynb", "size": 3,
+                                      "sha256": hashlib.sha256(b"{}\n").hexdigest()}]

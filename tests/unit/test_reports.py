@@ -207,3 +207,23 @@ def test_provenance_lists_r_packages_first_library_wins(tmp_path):
                                       str(tmp_path / "absent")))
     assert found == {"R": "4.2.2", "base": "4.2.2", "survival": "3.5-3"}
     assert report_runner.r_packages((str(tmp_path / "absent"),)) == {}
+
+
+def test_the_next_run_settles_what_an_interrupted_run_left(tmp_path):
+    dead = tmp_path / ".partial-2026-11-22-dead"
+    dead.mkdir()
+    (dead / "2026-11-22-dead.ipynb").write_text("{}")
+    wrote_provenance = tmp_path / ".partial-2026-11-22-late"  # died between provenance and rename
+    wrote_provenance.mkdir()
+    (wrote_provenance / "provenance.json").write_text('{"status": "ok"}')
+    taken = tmp_path / ".partial-2026-11-22-taken"  # a folder of that name exists: left alone
+    taken.mkdir()
+    (tmp_path / "2026-11-22-taken").mkdir()
+
+    assert report_runner.settle_interrupted(tmp_path) == ["2026-11-22-dead", "2026-11-22-late"]
+    provenance = json.loads((tmp_path / "2026-11-22-dead" / "provenance.json").read_text())
+    assert provenance["status"] == "interrupted" and provenance["error"]["en"].startswith("the report was stopped")
+    assert [o["file"] for o in provenance["outputs"]] == ["2026-11-22-dead.ipynb"]
+    assert json.loads((tmp_path / "2026-11-22-late" / "provenance.json").read_text()) == {"status": "ok"}
+    assert taken.exists() and not dead.exists()
+    assert report_runner.settle_interrupted(tmp_path / "absent") == []
