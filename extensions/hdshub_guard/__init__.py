@@ -178,7 +178,7 @@ def _trace(handler, the_gate: gate.Gate) -> None:
                            reason=refusal.reason, client_ip=audit.client_ip(request))
         return
     described = audit.describe(request.method, rest, status, request.query, request.body,
-                               state.judge.os_path)
+                               state.judge.named_path)
     if described is None:
         return
     action, target, details = described

@@ -138,19 +138,21 @@ def sha256_of(path: str) -> str | None:
 
 
 def describe(method: str, rest: str, status: int, query: str, body: bytes,
-             os_path_of) -> tuple[str, str, dict] | None:
+             file_of) -> tuple[str, str, dict] | None:
     """(action, target, details) of a request worth tracing, None for the rest.
 
     Directory listings, static files and page loads are not traced: they carry no data.
+    file_of gives the file a contents path names (PathJudge.named_path): the request is over
+    and was judged, so the trail only needs to stat and hash what it named.
     """
     if rest.startswith("api/contents/") or rest == "api/contents":
         path = rest[len("api/contents/"):]
         if method == "GET":
-            if parse_qs(query).get("content", ["1"])[-1] == "0" or os.path.isdir(os_path_of(path)):
+            if parse_qs(query).get("content", ["1"])[-1] == "0" or os.path.isdir(file_of(path)):
                 return None
             return "contents-read", path, {}
         if method == "PUT":
-            return "contents-write", path, {"sha256": sha256_of(os_path_of(path))}
+            return "contents-write", path, {"sha256": sha256_of(file_of(path))}
         if method == "POST":
             return "contents-create", path, {}
         if method == "PATCH":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from contextlib import contextmanager
 
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 from tornado import web
@@ -49,14 +50,14 @@ class GuardedContentsManager(AsyncLargeFileManager):
         """Files only (a directory's content is a listing of names): raw data, too large for
         a browser, or an exact copy of a raw dataset."""
         judge = self.judge
-        os_path = judge.os_path(path)
         try:
-            info = os.stat(os_path)
+            info = os.stat(judge.named_path(path))
         except OSError:
             return  # the manager answers 404 itself
         if stat.S_ISDIR(info.st_mode):
-            return
-        if judge.is_raw_real(os_path) or ("%" in path and judge.is_raw(path)):
+            return  # a listing, of raw data too: names only, resolving links is not needed
+        os_path, raw = judge.resolve(path)
+        if raw:
             raise refuse(messages.refusal("raw-data"))
         if info.st_size > self.guard_policy.read_max_bytes:
             raise refuse(messages.refusal(
@@ -66,14 +67,35 @@ class GuardedContentsManager(AsyncLargeFileManager):
         if copied:
             raise refuse(messages.refusal("raw-data-copy", name=copied))
 
+    @contextmanager
+    def open(self, os_path, *args, **kwargs):
+        """Every read of a file's content opens it here (jupyter-server's _read_file, for
+        files and notebooks alike). The opened file is judged again by its descriptor: a
+        link swapped by a kernel between the check on the path (_check_read) and this open
+        still cannot hand out raw data or an exact copy of it."""
+        mode = args[0] if args else kwargs.get("mode", "r")
+        with super().open(os_path, *args, **kwargs) as f:
+            if "r" in mode:
+                self._check_opened(f.fileno())
+            yield f
+
+    def _check_opened(self, fd: int) -> None:
+        judge = self.judge
+        if judge.is_raw_real(judge.opened_path(fd)):
+            raise refuse(messages.refusal("raw-data"))
+        copied = judge.copied_dataset_of(fd)
+        if copied:
+            raise refuse(messages.refusal("raw-data-copy", name=copied))
+
     async def save(self, model, path=""):
         judge = self.judge
-        if judge.is_raw(path):
+        os_path, raw = judge.resolve(path)
+        if raw:
             raise refuse(messages.refusal("write-raw-data"))
         new_size = self._check_size(model, path, judge)
         if new_size is not None:
             try:
-                old_size = os.stat(judge.os_path(path)).st_size
+                old_size = os.stat(os_path).st_size
             except OSError:
                 old_size = 0
             # For a later chunk, new_size already counts what earlier chunks wrote.

@@ -76,6 +76,17 @@ def test_a_bad_policy_stops_the_guard(tmp_path):
 ])
 def test_every_spelling_of_raw_data_is_raw(judge, spelling):
     assert judge.is_raw(spelling)
+    assert judge.resolve(spelling)[1]  # the one-resolution path the contents manager takes
+
+
+def test_one_resolution_judges_like_every_spelling(root, judge):
+    os.symlink(root / "data/cohort.csv", root / "work/link.csv")
+    for path in ("work/link.csv", "work\\..\\data\\cohort.csv", "work/%2e%2e/data", "work/notes.txt",
+                 "work", "work/new.ipynb"):
+        real, raw = judge.resolve(path)
+        assert raw == judge.is_raw(path), path
+        assert real == judge.os_path(path)
+    assert judge.named_path("work/../work//link.csv") == str(root / "work/link.csv")
 
 
 def test_symlinks_are_judged_by_their_target(root, judge):
@@ -177,6 +188,26 @@ def test_manager_refuses_raw_reads_but_lists_names(manager, root):
     assert run(manager.get("work/notes.txt"))["content"] == "hello"
 
 
+@pytest.mark.parametrize("target, refusal", [("data/cohort.csv", "ne quittent pas"),
+                                              ("work/copy.csv", "copie exacte")])
+def test_a_link_swapped_after_the_check_still_reads_nothing_raw(manager, root, monkeypatch, target, refusal):
+    """A kernel may swap a link between the guard's check of the path and the server's open
+    (a race it can retry at will): the file actually opened is judged too."""
+    (root / "work/copy.csv").write_bytes(RAW)
+    link = root / "work/swap.txt"
+    os.symlink(root / "work/notes.txt", link)
+    check_read = GuardedContentsManager._check_read
+
+    def check_then_swap(self, path):
+        check_read(self, path)  # passes: the link names notes.txt now
+        os.remove(link)
+        os.symlink(root / target, link)
+
+    monkeypatch.setattr(GuardedContentsManager, "_check_read", check_then_swap)
+    refused(manager.get("work/swap.txt"), refusal)
+    refused(manager.get("work/swap.txt", type="file", format="base64"), refusal)
+
+
 def test_manager_caps_uploads_notebooks_and_reads(manager, root, policy):
     def upload(name, data, **extra):
         return manager.save({"type": "file", "format": "base64",
@@ -198,7 +229,7 @@ def test_manager_caps_uploads_notebooks_and_reads(manager, root, policy):
 
 def test_requests_worth_tracing(root, judge):
     def describe(method, path, query="", body=b""):
-        return audit.describe(method, path, 200, query, body, judge.os_path)
+        return audit.describe(method, path, 200, query, body, judge.named_path)
 
     assert describe("GET", "api/contents/work/notes.txt")[0] == "contents-read"
     assert describe("GET", "api/contents/work") is None  # a listing carries no data
