@@ -124,7 +124,10 @@ def main() -> None:
         token = hub.user_token(user)
         api = hub.as_user(token)
         api.post(f"{hub.public_url}/hub/api/users/{user}/servers/{slug}", timeout=60)
+        deadline = time.monotonic() + 120
         while not api.get(f"{hub.public_url}/hub/api/users/{user}", timeout=10).json()["servers"].get(slug, {}).get("ready"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the project server did not start in 120 s: see {hub.state_dir}")
             time.sleep(0.2)
         guarded = client.containers.get(naming.container_name(slug, user))
         twins = [twin(client, guarded, slug, guard=True), twin(client, guarded, slug, guard=False)]
