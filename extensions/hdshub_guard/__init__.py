@@ -11,13 +11,14 @@ server does not start. It shares data formats with the hub, never code.
 - kernels.py   execution requests traced, large outputs cut
 - audit.py     events sent to the hub's tamper-evident trail
 - isolation.py the hub token kept away from kernels
+- reaper.py    orphans reaped, the server being the container's PID 1
 """
 
 from __future__ import annotations
 
 import os
 
-from . import audit, gate, isolation, messages, quota
+from . import audit, gate, isolation, messages, quota, reaper
 from .contents import GuardedContentsManager
 from .paths import PathJudge
 from .policy import load as load_policy
@@ -83,6 +84,8 @@ def _load_jupyter_server_extension(serverapp):
     gate.install(serverapp.web_app, the_gate)
     client.record(None, "guard-start", policy.project, mode=policy.mode)
     client.start()
+    _flush_at_shutdown(serverapp, client)
+    reaper.start_if_init(serverapp.log)
     _stop_at_max_age(serverapp, policy, client)
     serverapp.log.info("hdshub_guard %s enforcing %s", __version__, os.environ.get("HDSHUB_POLICY_PATH"))
 
@@ -98,6 +101,22 @@ def _stop_at_max_age(serverapp, policy, client) -> None:
         asyncio.ensure_future(_flush_then_stop(serverapp, client))
 
     asyncio.get_event_loop().call_later(policy.max_age_seconds, stop)
+
+
+def _flush_at_shutdown(serverapp, client) -> None:
+    """Deliver what is still queued when the server stops (SIGTERM, culling, hub stop):
+    a module extension has no stop hook of its own, so this follows the server's cleanup of
+    extensions."""
+    cleanup = serverapp.cleanup_extensions
+
+    async def cleanup_then_flush():
+        await cleanup()
+        try:
+            await client.flush()
+        except Exception:
+            serverapp.log.exception("hdshub_guard: audit events could not be delivered at shutdown")
+
+    serverapp.cleanup_extensions = cleanup_then_flush
 
 
 async def _flush_then_stop(serverapp, client) -> None:

@@ -34,7 +34,12 @@ def hardening(tmp_size: str = "512m", home_size: str = "128m") -> dict:
         "read_only": True,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],
-        "init": True,
+        # No separate init: the container's command is PID 1 itself. Docker's init would run
+        # as the notebook user with the server's environment (hub token included) readable
+        # by every kernel in /proc/1/environ; and processes of the same namespace cannot
+        # send PID 1 a signal it has no handler for, so a kernel can neither SIGKILL nor
+        # SIGSTOP the server (the guard reaps orphans: hdshub_guard/reaper.py).
+        "init": False,
         "privileged": False,
         "ipc_mode": "private",
         "tmpfs": {

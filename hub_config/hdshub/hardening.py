@@ -48,6 +48,9 @@ def container_problems(attrs: dict, slug: str, limits: TierLimits | None) -> lis
     expect(set(host.get("Tmpfs") or {}) == IN_MEMORY_DIRS,
            f"in-memory directories are {sorted(host.get('Tmpfs') or {})}, expected {sorted(IN_MEMORY_DIRS)}")
     expect(host.get("Privileged") is False, "is privileged")
+    expect(host.get("Init") is not True,
+           "runs Docker's init as PID 1, whose environment (the hub token) kernels can read; "
+           "the server must be PID 1 itself (containers.hardening)")
     expect(not host.get("Devices"), "has host devices")
     expect(host.get("PidMode") == "" and host.get("IpcMode") == "private" and host.get("UsernsMode") == "",
            "shares a host namespace (pid, ipc or user)")
