@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 
 from . import audit, gate, isolation, messages, quota, reaper
-from .contents import GuardedContentsManager
+from .contents import GuardedContentsManager, written_sha256
 from .paths import PathJudge
 from .policy import load as load_policy
 from .state import GuardState, guard, set_guard
@@ -191,13 +191,13 @@ def _trace(handler, the_gate: gate.Gate) -> None:
     refusal = getattr(handler, "hdshub_refusal", None) or messages.current_refusal.get()
     state = guard()
     user = audit.user_name(getattr(handler, "_jupyter_current_user", None)
-                           or getattr(handler, "_current_user", None))
+                           or getattr(handler, "_current_user", None)) or audit.ANONYMOUS
     if refusal is not None and status == 403:
         state.audit.record(user, "request", f"{request.method} {rest}", outcome="refused",
                            reason=refusal.reason, client_ip=audit.client_ip(request))
         return
     described = audit.describe(request.method, rest, status, request.query, request.body,
-                               state.judge.named_path)
+                               state.judge.named_path, written_sha256.get())
     if described is None:
         return
     action, target, details = described

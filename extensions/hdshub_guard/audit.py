@@ -29,6 +29,8 @@ FLUSH_SECONDS = 1.0
 MAX_RETRY_SECONDS = 30.0
 #: Code of an execution request kept in the trail (the whole code's sha256 is always kept).
 CODE_EXCERPT = 4000
+#: The user of a request nobody authenticated; the hub keeps it (never the server's owner).
+ANONYMOUS = "-"
 
 
 def hub_tls() -> ssl.SSLContext | None:
@@ -138,12 +140,13 @@ def sha256_of(path: str) -> str | None:
 
 
 def describe(method: str, rest: str, status: int, query: str, body: bytes,
-             file_of) -> tuple[str, str, dict] | None:
+             file_of, written_sha256: str | None = None) -> tuple[str, str, dict] | None:
     """(action, target, details) of a request worth tracing, None for the rest.
 
     Directory listings, static files and page loads are not traced: they carry no data.
     file_of gives the file a contents path names (PathJudge.named_path): the request is over
-    and was judged, so the trail only needs to stat and hash what it named.
+    and was judged, so the trail only needs to stat what it named. written_sha256 is the
+    hash the contents manager took as it saved (None for an upload's earlier chunks).
     """
     if rest.startswith("api/contents/") or rest == "api/contents":
         path = rest[len("api/contents/"):]
@@ -152,7 +155,7 @@ def describe(method: str, rest: str, status: int, query: str, body: bytes,
                 return None
             return "contents-read", path, {}
         if method == "PUT":
-            return "contents-write", path, {"sha256": sha256_of(file_of(path))}
+            return "contents-write", path, {"sha256": written_sha256}
         if method == "POST":
             return "contents-create", path, {}
         if method == "PATCH":

@@ -8,6 +8,8 @@ JupyterLab's file browser, nbconvert and Voilà all read files through this clas
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import os
 import stat
@@ -17,9 +19,14 @@ from jupyter_server.services.contents.largefilemanager import AsyncLargeFileMana
 from tornado import web
 
 from . import messages, quota
+from .audit import sha256_of
 from .paths import PathJudge
 from .policy import Policy
 from .state import guard
+
+#: The sha256 of the file the request being handled saved, for the audit trail.
+written_sha256: contextvars.ContextVar[str | None] = contextvars.ContextVar("hdshub_written", default=None)
+
 
 def refuse(refusal: messages.Refusal, status: int = 403) -> web.HTTPError:
     messages.current_refusal.set(refusal)
@@ -103,6 +110,10 @@ class GuardedContentsManager(AsyncLargeFileManager):
         result = await super().save(model, path)
         if new_size is not None:
             guard().storage.wrote(new_size - old_size)
+        if model.get("chunk") in (None, -1):  # a whole file, or an upload's last chunk
+            # The trail's sha256 is of what the file holds right after this save, hashed off
+            # the event loop (a large notebook would stall every user of the server).
+            written_sha256.set(await asyncio.get_running_loop().run_in_executor(None, sha256_of, os_path))
         return result
 
     def _check_size(self, model: dict, path: str, judge: PathJudge) -> int | None:
@@ -132,7 +143,9 @@ class GuardedContentsManager(AsyncLargeFileManager):
                 pass
         if is_upload:
             ext = os.path.splitext(path)[1].lower()
-            if chunk in (None, 1) and ext not in policy.upload_extensions:
+            # Every chunk, not only the first: a client may send chunk 2 or the last first,
+            # and each chunk creates or extends the file.
+            if ext not in policy.upload_extensions:
                 raise refuse(messages.refusal(
                     "upload-type", ext=ext or "(sans extension)",
                     allowed=" ".join(sorted(policy.upload_extensions))))

@@ -28,6 +28,9 @@ ROUTE = r"/api/hdshub/audit/events"
 MAX_BODY_BYTES = 1 << 20
 MAX_EVENTS = 1000
 SENT_FIELDS = {"time", "user", "action", "target", "outcome", "details"}
+#: The user of a request nobody authenticated (a refusal before login): never the owner,
+#: and not a username, so no account can be confused with it.
+ANONYMOUS = "-"
 
 
 class AuditEventsHandler(APIHandler):
@@ -127,11 +130,16 @@ def attribute(event: object, owner: str, server: str, server_ip: str) -> dict:
         except ValueError:
             details["client_ip_invalid"] = printable(str(claimed), 64)
     user = event.get("user")
-    valid_user = isinstance(user, str) and re.fullmatch(naming.USERNAME_PATTERN, user)
+    valid_user = user == ANONYMOUS or isinstance(user, str) and re.fullmatch(naming.USERNAME_PATTERN, user)
+    sent_time = event.get("time")
+    if isinstance(sent_time, str):
+        details["sent_time"] = printable(sent_time, 40)
     return {
-        "time": event.get("time"),
-        # The user of the request inside the server (a collaborator given access, say);
-        # anything else is the server's owner.
+        # The hub's clock, not the sender's: exports select events by this time, so a
+        # server cannot move an event in or out of a period (a batch waits about a second).
+        "time": audit_log.utc_now(),
+        # The user of the request inside the server (a collaborator given access, say), or
+        # nobody (ANONYMOUS); anything else is the server's owner.
         "user": user if valid_user else owner,
         "action": event.get("action"),
         "target": printable(event["target"], audit_log.MAX_TARGET) or "-",

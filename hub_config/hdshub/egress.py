@@ -31,4 +31,11 @@ def load_egress(site_file: Path | None = None) -> dict:
             else:
                 document[section] = values
     validate(document, load_schema("egress.schema.yaml"), source)
+    saved, readable = document["notebooks"]["max_bytes"], document["contents"]["max_read_bytes"]
+    if saved > readable:
+        # A notebook the guard lets users save but never lets the browser open again.
+        raise ConfigError(
+            f"{source}: notebooks.max_bytes ({saved}) is larger than contents.max_read_bytes "
+            f"({readable}): such notebooks could be saved but never reopened. Set "
+            "notebooks.max_bytes at most contents.max_read_bytes.")
     return document

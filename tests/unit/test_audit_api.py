@@ -27,7 +27,14 @@ def test_the_hub_sets_server_and_address():
     event = attributed(details={"client_ip": "203.0.113.7", "server": "bob/other", "sha256": "ab" * 32})
     assert event["user"] == "alice"
     assert event["source_ip"] == "203.0.113.7"
-    assert event["details"] == {"sha256": "ab" * 32, "server": "alice/cohorte-x", "server_ip": "172.31.0.5"}
+    assert event["details"] == {"sha256": "ab" * 32, "server": "alice/cohorte-x", "server_ip": "172.31.0.5",
+                                "sent_time": SENT["time"]}
+
+
+def test_the_time_is_the_hubs_the_senders_is_kept_aside():
+    event = attributed(time="2020-01-01T00:00:00.000000Z")
+    assert event["time"][:4] != "2020" and event["time"] > SENT["time"]
+    assert event["details"]["sent_time"] == "2020-01-01T00:00:00.000000Z"
 
 
 @pytest.mark.parametrize("user, expected", [
@@ -35,6 +42,7 @@ def test_the_hub_sets_server_and_address():
     ("Carol@evil", "alice"),      # not a username: the owner
     ("carol\n", "alice"),
     (None, "alice"),
+    ("-", "-"),                   # nobody logged in (a refused request): never the owner
 ])
 def test_the_user_is_a_username_or_the_owner(user, expected):
     assert attributed(user=user)["user"] == expected

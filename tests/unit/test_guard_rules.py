@@ -220,6 +220,9 @@ def test_manager_caps_uploads_notebooks_and_reads(manager, root, policy):
     half = b"a" * (policy.upload_max_bytes // 2 + 10)
     run(upload("chunked.csv", half, chunk=1))
     refused(upload("chunked.csv", half, chunk=-1), "dépasse la limite")
+    for chunk in (2, -1):  # a client starting anywhere but chunk 1 is held to the same kinds
+        refused(upload(f"late{chunk}.exe", b"MZ", chunk=chunk), "« .exe »")
+        assert not (root / f"work/late{chunk}.exe").exists()
     notebook = {"cells": [{"cell_type": "markdown", "source": "x" * (policy.notebook_max_bytes + 1),
                            "metadata": {}}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     refused(manager.save({"type": "notebook", "content": notebook}, "work/n.ipynb"), "Effacer les sorties")
@@ -229,17 +232,34 @@ def test_manager_caps_uploads_notebooks_and_reads(manager, root, policy):
 
 def test_requests_worth_tracing(root, judge):
     def describe(method, path, query="", body=b""):
-        return audit.describe(method, path, 200, query, body, judge.named_path)
+        return audit.describe(method, path, 200, query, body, judge.named_path, "ab" * 32)
 
     assert describe("GET", "api/contents/work/notes.txt")[0] == "contents-read"
     assert describe("GET", "api/contents/work") is None  # a listing carries no data
     assert describe("GET", "api/contents/work/notes.txt", "content=0") is None
     action, target, details = describe("PUT", "api/contents/work/notes.txt")
-    assert (action, details["sha256"]) == ("contents-write", hashlib.sha256(b"hello").hexdigest())
+    assert (action, details["sha256"]) == ("contents-write", "ab" * 32)
     assert describe("PATCH", "api/contents/work/a", body=b'{"path": "work/b"}')[2] == {"new_path": "work/b"}
     assert describe("POST", "api/kernels")[0] == "kernel-start"
     assert describe("POST", "api/terminals")[0] == "terminal-start"
     assert describe("GET", "lab") is None
+
+
+def test_a_save_records_the_sha256_of_what_it_wrote(manager, root):
+    from hdshub_guard.contents import written_sha256
+
+    async def save(model, path):
+        await manager.save(model, path)
+        return written_sha256.get()
+
+    digest = run(save({"type": "file", "format": "text", "content": "résultat\n"}, "work/r.txt"))
+    assert digest == hashlib.sha256("résultat\n".encode()).hexdigest()
+    notebook = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    digest = run(save({"type": "notebook", "content": notebook}, "work/n.ipynb"))
+    assert digest == hashlib.sha256((root / "work/n.ipynb").read_bytes()).hexdigest()
+    first = run(save({"type": "file", "format": "base64", "chunk": 1,
+                      "content": base64.b64encode(b"a,b\n").decode()}, "work/u.csv"))
+    assert first is None  # mid-upload: no file to vouch for yet
 
 
 def test_code_events_keep_a_digest_and_an_excerpt():
