@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import secrets
+import subprocess
+import threading
 import time
 
 import docker
@@ -161,3 +164,55 @@ def stop_server(hub, session: requests.Session, user: str, server: str) -> None:
             return
         time.sleep(0.25)
     raise AssertionError(f"{user}/{server} did not stop")
+
+
+#: Addresses outside every project network, made real on this host for the session (on one
+#: end of a veth pair: sandboxes often lack the dummy driver): a documentation address
+#: standing for the internet, and the cloud metadata one.
+OUTSIDE_ADDRESSES = {"public": "198.51.100.7", "metadata": "169.254.169.254"}
+CONNECT_PROBE = r"""
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(); s.settimeout(3)
+try:
+    s.connect((host, port)); print("CONNECTED")
+except OSError as e:
+    print("REFUSED", type(e).__name__, e)
+"""
+
+
+@pytest.fixture(scope="session")
+def outside_listeners(docker_client):
+    """{name: (address, port)} of HTTP servers on addresses a project container must not
+    reach. A control container on Docker's default bridge (no hdshub protection) reaches
+    each of them first: a refusal seen from a project container then proves the setup
+    refuses, not that nothing was listening."""
+    link, peer = f"hdsout{SESSION}", f"hdspeer{SESSION}"
+    try:
+        subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", peer],
+                       check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        missing_prerequisite(f"a veth pair for outside addresses (root, iproute2): {error}")
+    servers = []
+    try:
+        for end in (link, peer):
+            subprocess.run(["ip", "link", "set", end, "up"], check=True)
+        for address in OUTSIDE_ADDRESSES.values():
+            subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", link], check=True)
+        listeners = {}
+        for name, address in OUTSIDE_ADDRESSES.items():
+            server = http.server.HTTPServer((address, 0), http.server.SimpleHTTPRequestHandler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            servers.append(server)
+            listeners[name] = (address, server.server_address[1])
+        image = next(iter(load_kits().values())).image_tag
+        for name, (address, port) in listeners.items():
+            seen = docker_client.containers.run(
+                image, ["python3", "-c", CONNECT_PROBE, address, str(port)], network="bridge",
+                user="1000", remove=True).decode().strip()
+            assert seen == "CONNECTED", f"control container could not reach {name} {address}:{port}: {seen}"
+        yield listeners
+    finally:
+        for server in servers:
+            server.shutdown()
+        subprocess.run(["ip", "link", "del", link], capture_output=True)

@@ -306,16 +306,18 @@ try:
     hub_status = urllib.request.urlopen(hub + "/", timeout=5, context=tls).status
 except Exception as e:
     hub_status = repr(e)
-print(json.dumps({"public": attempt("192.0.2.1", 80), "metadata": attempt("169.254.169.254", 80),
+print(json.dumps({"public": attempt(*OUTSIDE["public"]), "metadata": attempt(*OUTSIDE["metadata"]),
                   "dns": dns, "hub": hub_status,
                   "host_ssh": attempt(hub.split("//")[1].split(":")[0], 22)}))
 '''
 
 
-def test_kernels_reach_the_hub_api_and_nothing_outside(hub, server, kernel):
-    """Real attempts from a kernel: TEST-NET-1 and the metadata address are unreachable, outside
-    names do not resolve, the host's other ports are closed, and the hub API answers."""
-    result = json.loads(execute(server["url"], server["token"], hub.ca_file, kernel, PROBE).stdout)
+def test_kernels_reach_the_hub_api_and_nothing_outside(hub, server, kernel, outside_listeners):
+    """Real attempts from a kernel: a public and the metadata address, each with a listener
+    an unprotected container reaches, are unreachable; outside names do not resolve, the
+    host's other ports are closed, and the hub API answers."""
+    code = f"OUTSIDE = {outside_listeners!r}\n" + PROBE
+    result = json.loads(execute(server["url"], server["token"], hub.ca_file, kernel, code).stdout)
     assert result["public"].startswith("REFUSED") and result["metadata"].startswith("REFUSED"), result
     assert result["dns"] == "NO-DNS", result
     assert result["host_ssh"].startswith("REFUSED"), result

@@ -1,8 +1,9 @@
 """From inside a project container: the hub API answers, nothing else does.
 
-Every address tried here is one a correct setup refuses: TEST-NET-1 (192.0.2.1, reserved
-for documentation, routed nowhere), the link-local metadata address, the host's own
-addresses, and containers of other projects or other members created by these tests.
+Every address tried here is one a correct setup refuses: a documentation address and the
+link-local metadata address, each with a real listener on this host that an unprotected
+container does reach, the host's own addresses, and containers of other
+projects or other members created by these tests.
 """
 
 from __future__ import annotations
@@ -15,19 +16,9 @@ import pytest
 
 from hdshub import naming
 
-from .conftest import start_server, stop_server, new_slug, wait_ready
+from .conftest import CONNECT_PROBE as PROBE, OUTSIDE_ADDRESSES, start_server, stop_server, new_slug, wait_ready
 
 pytestmark = pytest.mark.docker
-
-PROBE = r"""
-import socket, sys
-host, port = sys.argv[1], int(sys.argv[2])
-s = socket.socket(); s.settimeout(3)
-try:
-    s.connect((host, port)); print("CONNECTED")
-except OSError as e:
-    print("REFUSED", type(e).__name__, e)
-"""
 
 
 def try_connect(container, host: str, port: int) -> str:
@@ -84,10 +75,13 @@ def test_hub_api_is_reachable(hub, two_projects):
     assert try_connect(containers["alice"], runtime["hub_ip"], runtime["hub_port"]) == "CONNECTED"
 
 
-@pytest.mark.parametrize("address", ["192.0.2.1", "169.254.169.254"])
-def test_outside_addresses_are_unreachable(two_projects, address):
+@pytest.mark.parametrize("name", sorted(OUTSIDE_ADDRESSES))
+def test_outside_addresses_are_unreachable(two_projects, outside_listeners, name):
+    """Listeners a container without hdshub's protections reaches (outside_listeners)."""
     _, _, containers = two_projects
-    assert try_connect(containers["alice"], address, 80).startswith("REFUSED")
+    address, port = outside_listeners[name]
+    assert try_connect(containers["alice"], address, port).startswith("REFUSED")
+
 
 
 def test_host_ports_are_unreachable(hub, two_projects, docker_client, host_listener):
