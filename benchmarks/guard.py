@@ -1,14 +1,16 @@
 """The guard's cost on the contents API: requests/s with and without it, same container.
 
 Runs `hdshub up` on a throwaway state directory, starts a real project server (guarded, as
-every server is), then starts a twin container from the same image, environment, volumes and
-network but with the guard extension switched off on its command line (something the hub
-never does). Both are driven directly on the project network from the host, with the same
-user token, in interleaved rounds: GET of a notebook (what JupyterLab does when opening one),
-PUT of it (a save, which the guard traces with a sha256), and a directory listing.
-"slower_percent" is the median over rounds of each round's own guard/no-guard ratio.
+every server is, holding one raw dataset), then starts a twin container from the same image,
+environment, volumes, network and CPU limit but with the guard extension switched off on its
+command line (something the hub never does). The guarded side is the hub's own server, so its
+audit events are really delivered to the hub and chained there, as in production. Both are
+driven directly on the project network from the host, with the same user token, in
+interleaved rounds after one warm-up round: GET of a notebook (what JupyterLab does when
+opening one), PUT of it (a save, which the guard traces with a sha256), and a directory
+listing. "slower_percent" is the median over rounds of each round's own guard/no-guard ratio.
 
-Prints one JSON object. Usage: .venv/bin/python benchmarks/guard.py [--requests 300] [--rounds 5]
+Prints one JSON object. Usage: .venv/bin/python benchmarks/guard.py [--requests 300] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hdshub import naming  # noqa: E402
+from hdshub import demo, naming  # noqa: E402
 from tests.support.hub import RunningHub, free_port  # noqa: E402
 
 NOTEBOOK = {"cells": [{"cell_type": "code", "source": f"x = {i}", "metadata": {}, "outputs": [],
@@ -37,31 +39,28 @@ NOTEBOOK = {"cells": [{"cell_type": "code", "source": f"x = {i}", "metadata": {}
             "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
-def twin(client, guarded, slug, guard: bool):
-    """A container like the hub's server, with or without its guard (benchmark only).
+def unguarded_twin(client, guarded, slug):
+    """A container like the hub's server without its guard (benchmark only).
 
-    Both twins hold the original's internal TLS certificate (it names the original's
-    address, so the benchmark does not check host names), so that the only difference
-    measured is the guard.
+    It holds the original's internal TLS certificate (it names the original's address, so
+    the benchmark does not check host names) and the same limits, so that the only
+    difference measured is the guard.
     """
     attrs = guarded.attrs
     host = attrs["HostConfig"]
-    env = [e for e in attrs["Config"]["Env"] if guard or not e.startswith("PYTHONPATH=")]
+    env = [e for e in attrs["Config"]["Env"] if not e.startswith("PYTHONPATH=")]
     mounts = [docker.types.Mount(m["Destination"], m["Name"], type="volume", read_only=not m["RW"])
               for m in attrs["Mounts"] if m["Type"] == "volume"]
-    # The TLS certificate; with the guard, the guard and policy too (read-only, as spawned).
     mounts += [docker.types.Mount(m["Destination"], m["Source"], type="bind", read_only=True)
-               for m in attrs["Mounts"] if m["Type"] == "bind" and (guard or m["Destination"] == "/opt/hdshub/tls")]
-    command = ["jupyterhub-singleuser"]
-    if not guard:
-        command.append('--ServerApp.jpserver_extensions={"hdshub_guard": False}')
+               for m in attrs["Mounts"] if m["Type"] == "bind" and m["Destination"] == "/opt/hdshub/tls"]
     return client.containers.run(
-        attrs["Config"]["Image"], command,
-        detach=True, name=guarded.name + ("-guard" if guard else "-noguard"), user=attrs["Config"]["User"],
+        attrs["Config"]["Image"], ["jupyterhub-singleuser", '--ServerApp.jpserver_extensions={"hdshub_guard": False}'],
+        detach=True, name=guarded.name + "-noguard", user=attrs["Config"]["User"],
         environment=env, working_dir=attrs["Config"]["WorkingDir"], read_only=True,
-        tmpfs=host["Tmpfs"], mounts=mounts,
-        network=naming.network_name(slug), mem_limit=host["Memory"], nano_cpus=int(1e9),
-        cap_drop=["ALL"], security_opt=["no-new-privileges:true"], labels={"org.hdshub.project": slug},
+        tmpfs=host["Tmpfs"], mounts=mounts, network=naming.network_name(slug),
+        mem_limit=host["Memory"], cpu_period=host["CpuPeriod"], cpu_quota=host["CpuQuota"],
+        pids_limit=host["PidsLimit"], cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
+        labels={"org.hdshub.project": slug},
     )
 
 
@@ -108,7 +107,7 @@ def rate(session: requests.Session, url: str, kind: str, n: int, workers: int = 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     client = docker.from_env()
     hub = RunningHub(state_dir=Path(tempfile.mkdtemp(prefix="hdshub-bench-")),
@@ -121,6 +120,8 @@ def main() -> None:
         hub.cli("project", "create", slug, "--tier", "public", "--kit", "python-stats", "--title", "bench")
         hub.add_user(user)
         hub.cli("project", "add-member", slug, user, "--role", "analyst")
+        cohort = demo.write_cohort(Path(tempfile.mkdtemp(prefix="hdshub-bench-data-")) / "cohort.csv")
+        hub.cli("data", "import", slug, str(cohort))
         token = hub.user_token(user)
         api = hub.as_user(token)
         api.post(f"{hub.public_url}/hub/api/users/{user}/servers/{slug}", timeout=60)
@@ -130,14 +131,14 @@ def main() -> None:
                 raise RuntimeError(f"the project server did not start in 120 s: see {hub.state_dir}")
             time.sleep(0.2)
         guarded = client.containers.get(naming.container_name(slug, user))
-        twins = [twin(client, guarded, slug, guard=True), twin(client, guarded, slug, guard=False)]
+        twins = [unguarded_twin(client, guarded, slug)]
         session = hub.internal_session()  # the hub's certificate, as the proxy would show one
         session.verify = False  # the twins' certificate names the original server's address
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         session.headers["Authorization"] = f"token {token}"
         prefix = f"/user/{user}/{slug}/"
-        urls = {"guard": f"https://{ip_of(client, twins[0], slug)}:8888{prefix}",
-                "no-guard": f"https://{ip_of(client, twins[1], slug)}:8888{prefix}"}
+        urls = {"guard": f"https://{ip_of(client, guarded, slug)}:8888{prefix}",
+                "no-guard": f"https://{ip_of(client, twins[0], slug)}:8888{prefix}"}
         for url in urls.values():
             wait_up(url, session)
         session.put(urls["guard"] + "api/contents/work/bench.ipynb",
@@ -146,6 +147,9 @@ def main() -> None:
         # Each round measures both twins back to back, first one then the other, alternately:
         # the machine's own drift (disk, other guests) then weighs on both alike, and each
         # round's ratio compares like with like.
+        for kind in figures:  # warm-up, not counted: first imports, caches, connections
+            for variant in urls:
+                rate(session, urls[variant], kind, args.requests // 5)
         for round_number in range(args.rounds):
             order = ("no-guard", "guard") if round_number % 2 == 0 else ("guard", "no-guard")
             for kind in figures:
@@ -163,6 +167,9 @@ def main() -> None:
                             "target_slower_percent": 5.0,
                             "rounds_guard": [round(v, 1) for v in variants["guard"]],
                             "rounds_no_guard": [round(v, 1) for v in variants["no-guard"]]}
+        time.sleep(2)  # the guard delivers its events every second
+        trail = hub.state_dir / "audit" / f"{slug}.jsonl"
+        result["audit_events_written_by_the_hub"] = sum(1 for _ in trail.open()) if trail.exists() else 0
         print(json.dumps(result, indent=2))
     finally:
         for container in twins:
