@@ -33,6 +33,8 @@ DISABLED_LAB_PLUGINS = [
     "@jupyterlab/filebrowser-extension:download",
     "@jupyterlab/filebrowser-extension:open-browser-tab",
     "@jupyterlab/notebook-extension:export",
+    # The debugger's panels: its kernel messages are refused (kernels.NOTEBOOK_MESSAGE_TYPES).
+    "@jupyterlab/debugger-extension",
 ]
 
 
@@ -49,7 +51,7 @@ def _link_jupyter_server_extension(serverapp):
     policy = load_policy()
     GuardedContentsManager.guard_policy = policy
     serverapp.contents_manager_class = GuardedContentsManager
-    from .kernels import GuardedKernelConnection
+    from .kernels import NOTEBOOK_MESSAGE_TYPES, GuardedKernelConnection
     serverapp.kernel_websocket_connection_class = GuardedKernelConnection
     # Kernels talk to the server over Unix sockets in the private runtime folder rather than
     # TCP ports on the container's loopback.
@@ -64,6 +66,10 @@ def _link_jupyter_server_extension(serverapp):
         # Viewers' pages may only drive widgets: no execute request reaches a kernel from
         # the browser, whatever a page sends.
         serverapp.config.MappingKernelManager.allowed_message_types = list(DASHBOARD_MESSAGE_TYPES)
+    else:
+        # Everything JupyterLab sends but the debugger, which reads any file and variable
+        # outside the traced execution requests and the output budget.
+        serverapp.config.MappingKernelManager.allowed_message_types = list(NOTEBOOK_MESSAGE_TYPES)
     serverapp.log.info("hdshub_guard: project %s, mode %s", policy.project, policy.mode)
 
 
@@ -147,6 +153,8 @@ async def _start_jupyter_server_extension(serverapp):
     # After every extension has loaded: JupyterHub's extension sets its page hook and its
     # request log function at load, replacing whatever came before.
     _hide_download_commands(serverapp.web_app)
+    from .terminals import install as guard_terminals
+    guard_terminals(serverapp)  # once jupyter_server_terminals has registered its route
     _trace_requests(serverapp.web_app, guard_gate(serverapp))
 
 

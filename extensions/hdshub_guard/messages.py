@@ -62,6 +62,18 @@ TEXTS: dict[str, tuple[str, str]] = {
         "Sorties suspendues : le noyau envoie plus de {limit} par seconde.",
         "Outputs paused: the kernel sends more than {limit} per second.",
     ),
+    "terminal-output-cut": (
+        "Sortie du terminal coupée : {size} dépasse la limite de {limit} par envoi. Affichez "
+        "un extrait (head, wc -l) plutôt que le fichier entier.",
+        "Terminal output cut: {size} is over the limit of {limit} per message. Show an "
+        "extract (head, wc -l) rather than the whole file.",
+    ),
+    "terminal-output-rate": (
+        "Sortie du terminal suspendue : plus de {limit} par seconde. Affichez un extrait "
+        "(head, wc -l) plutôt que le fichier entier.",
+        "Terminal output paused: more than {limit} per second. Show an extract (head, wc -l) "
+        "rather than the whole file.",
+    ),
     "storage-full": (
         "Quota de stockage du projet atteint : {used} utilisés sur {limit} (offre {tier}). "
         "Rien n'a été écrit ; libérez de la place dans work/ ou outputs/ puis réessayez.",

@@ -304,3 +304,192 @@ def test_folder_size_counts_each_file_once(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d/e").write_bytes(b"x" * 50)
     assert quota.folder_size(str(tmp_path)) == 150
+
+
+# -- the output budget of kernels and terminals -----------------------------------------------
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_output_budget_caps_each_message_and_the_rate_over_a_window():
+    from hdshub_guard.kernels import OutputBudget
+
+    clock = Clock()
+    budget = OutputBudget(max_message_bytes=1000, bytes_per_second=100, window=3.0, clock=clock)
+    assert budget.judge(1001) == "cut"
+    assert budget.judge(200) is None and budget.judge(100) is None  # 300 bytes: the window's all
+    assert budget.judge(1) == "rate"
+    assert budget.first_time("rate") and not budget.first_time("rate")  # told once per pause
+    clock.now += 3.0
+    assert budget.judge(300) is None  # the window slid: output flows again...
+    assert budget.judge(1) == "rate" and budget.first_time("rate")  # ...and a new pause is told
+
+
+def test_messages_the_browser_waits_for_are_rebuilt_without_the_kernels_text():
+    from hdshub_guard.kernels import cut_content
+
+    notice, secret = "Sortie coupée / Output cut", "patient_id,age\n1,54"
+    failed = cut_content("execute_reply", {"status": "error", "execution_count": 7, "ename": secret,
+                                           "evalue": secret, "traceback": [secret]}, notice)
+    assert failed == {"status": "error", "execution_count": 7, "user_expressions": {}, "payload": [],
+                      "ename": "OutputCut", "evalue": notice, "traceback": [notice]}
+    ok = cut_content("execute_reply", {"status": "ok", "execution_count": "x" * 9,
+                                       "user_expressions": {secret: {"data": secret}}}, notice)
+    assert ok == {"status": "ok", "execution_count": 0, "user_expressions": {}, "payload": []}
+    assert cut_content("inspect_reply", {"data": {"text/plain": secret}}, notice)["data"] == {"text/plain": notice}
+    assert cut_content("status", {"execution_state": secret}, notice) == {"execution_state": "idle"}
+    assert cut_content("input_request", {"prompt": secret, "password": "yes"}, notice) == {
+        "prompt": f"{notice} > ", "password": False}
+    unknown = cut_content("create_subshell_reply", {"subshell_id": secret}, notice)
+    assert unknown["status"] == "error" and secret not in json.dumps(unknown)
+    info = {"status": "ok", "protocol_version": "5.3"}
+    assert cut_content("kernel_info_reply", {"banner": secret}, notice, kernel_info=info) == info
+
+
+class ProbeConnection:
+    """A GuardedKernelConnection without its server: what it forwards, sends and records."""
+
+    def __new__(cls, policy, budget):
+        from jupyter_client.session import Session
+        from hdshub_guard import kernels
+
+        class Probe(kernels.GuardedKernelConnection):
+            def __init__(self):
+                self.session = Session()
+                self._budget = budget
+                self._waiting = {}
+                self._kernel_info = None
+                self.forwarded, self.sent, self.told, self.cuts = [], [], [], []
+
+            def _forward(self, stream, msg_list):
+                self.forwarded.append(self.session.deserialize(self.session.feed_identities(msg_list)[1]))
+
+            def _send(self, channel, msg_type, content, parent_header):
+                self.sent.append((channel, msg_type, content, parent_header))
+
+            def write_stderr(self, text, parent_header):
+                self.told.append((text, parent_header))
+
+            def _record_cut(self, reason, size, channel, msg_type):
+                self.cuts.append((reason, msg_type))
+
+        return Probe()
+
+
+def kernel_message(session, msg_type, content, parent):
+    return session.serialize(session.msg(msg_type, content=content, parent=parent))
+
+
+def test_every_kernel_message_keeps_to_the_budget_and_waited_answers_still_come(manager, policy, monkeypatch):
+    from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+    from hdshub_guard.kernels import OutputBudget
+
+    monkeypatch.setattr(ZMQChannelsWebsocketConnection, "handle_outgoing_message",
+                        lambda self, stream, msg_list: self._forward(stream, msg_list))
+    clock = Clock()
+    connection = ProbeConnection(policy, OutputBudget(policy.output_max_message_bytes, 10_000, clock=clock))
+    request = {"msg_id": "r1", "msg_type": "execute_request", "session": "s", "username": "alice",
+               "date": "", "version": "5.3", "junk": "x" * 100}
+    connection._expect(request)
+    kernel = connection.session
+    big = "y" * (policy.output_max_message_bytes + 1)
+
+    def out(channel, msg_type, content, parent=request):
+        connection.handle_outgoing_message(channel, kernel_message(kernel, msg_type, content, parent))
+
+    out("iopub", "status", {"execution_state": "busy"})
+    out("iopub", "comm_msg", {"comm_id": "c", "data": {"rows": big}})  # over the cap: dropped
+    out("shell", "execute_reply", {"status": "error", "execution_count": 3, "evalue": big, "traceback": [big]})
+    out("shell", "execute_reply", {"status": "ok", "execution_count": 4})  # a second reply: not waited for
+    for _ in range(5):  # 30 kB over a window of 10 kB/s * 3 s: the rest is over the rate
+        out("iopub", "stream", {"name": "stdout", "text": "z" * 6_000})
+    budget = connection._budget
+    assert budget.judge(budget.window_bytes - budget._sent_bytes) is None  # the window spent
+    out("iopub", "status", {"execution_state": "idle"})
+    forwarded = [m["msg_type"] for m in connection.forwarded]
+    assert forwarded[0] == "status" and "comm_msg" not in forwarded and forwarded.count("stream") < 5
+    assert forwarded.count("execute_reply") == 1
+    sent = {msg_type: (content, parent) for _channel, msg_type, content, parent in connection.sent}
+    reply, parent = sent["execute_reply"]
+    assert reply["evalue"].startswith("Sortie coupée") and "y" * 100 not in json.dumps(reply)
+    assert parent["msg_id"] == "r1" and "junk" not in parent  # the request's own header, trimmed
+    assert sent["status"][0] == {"execution_state": "idle"}  # the cell finishes
+    assert "r1" not in connection._waiting  # answered: forgotten
+    assert ("output-cut", "comm_msg") in connection.cuts and ("output-cut", "execute_reply") in connection.cuts
+    assert [text for text, _ in connection.told if "Sorties suspendues" in text] != []
+    assert all(parent.get("msg_id") == "r1" for _, parent in connection.told)  # never the kernel's
+
+
+def test_execution_requests_record_their_user_expressions():
+    from hdshub_guard.kernels import expressions_event
+
+    event = expressions_event({"t": "open('data/cohort.csv').read()"})
+    assert "open('data/cohort.csv')" in event["user_expressions"]
+    assert len(event["user_expressions_sha256"]) == 64
+
+
+def test_the_debugger_is_not_among_the_messages_a_notebook_may_send():
+    from hdshub_guard.kernels import NOTEBOOK_MESSAGE_TYPES
+
+    assert "debug_request" not in NOTEBOOK_MESSAGE_TYPES
+    assert {"execute_request", "comm_msg", "input_reply", "kernel_info_request"} <= set(NOTEBOOK_MESSAGE_TYPES)
+
+
+@pytest.fixture
+def term_socket(manager):
+    from hdshub_guard import terminals
+
+    socket = object.__new__(terminals.GuardedTermSocket)
+    socket._budget = terminals.OutputBudget(1000, 100, clock=Clock())
+    socket._typed = ""
+    socket.shown, socket.typed, socket.records = [], [], []
+    socket.send_json_message = socket.shown.append
+    socket._record_input = socket.typed.append
+    socket._record = lambda action, **details: socket.records.append((action, details))
+    return socket
+
+
+def test_terminal_input_is_recorded_per_line(term_socket):
+    from hdshub_guard import audit as guard_audit
+
+    for key in "cat da\t":
+        term_socket._trace_input(key)
+    assert term_socket.typed == []
+    term_socket._trace_input("\r")
+    term_socket._trace_input("head work/a.csv\rwc -l wo")
+    assert term_socket.typed == ["cat da\t\r", "head work/a.csv\r"]
+    term_socket._trace_input("x" * guard_audit.CODE_EXCERPT)  # a paste with no line end
+    assert len(term_socket.typed) == 3 and len(term_socket.typed[2]) == guard_audit.CODE_EXCERPT
+
+
+def test_terminal_output_keeps_to_the_budget_and_the_user_is_told_once(term_socket):
+    term_socket.on_pty_read("a" * 200)
+    term_socket.on_pty_read("b" * 200)  # over 100 B/s * 3 s
+    term_socket.on_pty_read("c" * 150)  # still over: not told again
+    term_socket.on_pty_read("d" * 5000)  # a reconnection's scrollback, over the cap
+    texts = [text for _kind, text in term_socket.shown]
+    assert texts[0] == "a" * 200 and not any(c * 100 in t for t in texts[1:] for c in "bcd")
+    assert sum("Terminal output paused" in t for t in texts) == 1
+    assert sum("Sortie du terminal coupée" in t for t in texts) == 1
+    assert [d["reason"] for _, d in term_socket.records] == ["terminal-output-rate", "terminal-output-cut"]
+
+
+def test_the_terminal_route_is_served_by_the_guarded_socket():
+    from jupyter_server_terminals.handlers import TermSocket
+    from tornado import httputil
+    from tornado.httputil import HTTPServerRequest
+    from hdshub_guard import terminals
+
+    app = web.Application()
+    app.add_handlers(".*$", [(r"/user/a/p/terminals/websocket/(\w+)", TermSocket, {"term_manager": None})])
+    assert terminals._swap(app.default_router, TermSocket, terminals.GuardedTermSocket) == 1
+    request = HTTPServerRequest(start_line=httputil.RequestStartLine("GET", "/user/a/p/terminals/websocket/1", "HTTP/1.1"),
+                                headers=httputil.HTTPHeaders({"Host": "h"}))
+    delegate = app.find_handler(request)
+    assert delegate.handler_class is terminals.GuardedTermSocket
+    assert delegate.handler_kwargs == {"term_manager": None}
