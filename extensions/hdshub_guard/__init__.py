@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 
 from . import audit, gate, isolation, messages, quota, reaper
-from .contents import GuardedContentsManager, written_sha256
+from .contents import GuardedContentsManager, read_type, written_sha256
 from .paths import PathJudge
 from .policy import load as load_policy
 from .state import GuardState, guard, set_guard
@@ -205,7 +205,7 @@ def _trace(handler, the_gate: gate.Gate) -> None:
                            reason=refusal.reason, client_ip=audit.client_ip(request))
         return
     described = audit.describe(request.method, rest, status, request.query, request.body,
-                               state.judge.named_path, written_sha256.get())
+                               state.judge.named_path, written_sha256.get(), read_type.get())
     if described is None:
         return
     action, target, details = described

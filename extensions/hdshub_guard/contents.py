@@ -26,6 +26,9 @@ from .state import guard
 
 #: The sha256 of the file the request being handled saved, for the audit trail.
 written_sha256: contextvars.ContextVar[str | None] = contextvars.ContextVar("hdshub_written", default=None)
+#: The type of what the request being handled read ("directory", "file", "notebook"): the
+#: trail records file reads only, without a second stat.
+read_type: contextvars.ContextVar[str | None] = contextvars.ContextVar("hdshub_read_type", default=None)
 
 
 def refuse(refusal: messages.Refusal, status: int = 403) -> web.HTTPError:
@@ -50,8 +53,10 @@ class GuardedContentsManager(AsyncLargeFileManager):
     async def get(self, path, content=True, type=None, format=None, require_hash=False):
         if content:
             self._check_read(path)
-        return await super().get(path, content=content, type=type, format=format,
-                                 require_hash=require_hash)
+        model = await super().get(path, content=content, type=type, format=format,
+                                  require_hash=require_hash)
+        read_type.set(model.get("type"))
+        return model
 
     def _check_read(self, path: str) -> None:
         """Files only (a directory's content is a listing of names): raw data, too large for

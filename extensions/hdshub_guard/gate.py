@@ -79,13 +79,14 @@ class Gate:
         return None
 
     def _contents(self, method: str, target: str, query: str) -> messages.Refusal | None:
-        """Raw data through the contents API. Reads whose spelling cannot name raw data
+        """Raw data through the contents API. Requests whose spelling cannot name raw data
         (the common case: no data/ prefix, no '..', no encoding) are left to the contents
-        manager, which judges every read on the file itself (symlinks, copies): one path
-        resolution per request instead of two."""
+        manager, which judges every read on the file it opens and every write, rename,
+        copy and deletion on the resolved path (symlinks, copies): one path resolution per
+        request instead of two or three, each costing a system call per path component."""
+        if not self._may_name_raw_data(target):
+            return None
         if method in ("GET", "HEAD"):
-            if not self._may_name_raw_data(target):
-                return None
             wants_content = parse_qs(query).get("content", ["1"])[-1] != "0"
             if wants_content and self.judge.is_raw_file(target):
                 return messages.refusal("raw-data")

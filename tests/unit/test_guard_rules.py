@@ -188,6 +188,28 @@ def test_manager_refuses_raw_reads_but_lists_names(manager, root):
     assert run(manager.get("work/notes.txt"))["content"] == "hello"
 
 
+def test_writes_through_a_link_to_raw_data_are_refused_though_the_gate_lets_them_by(manager, root, judge):
+    """The gate leaves spellings that cannot name data/ to the contents manager: every write
+    method must then judge the resolved path itself."""
+    os.symlink(root / "data", root / "work/link")
+    assert make_gate(judge).decide("PUT", "/user/alice/p/api/contents/work/link/x.csv", "") is None
+    text = {"type": "file", "format": "text", "content": "x"}
+    refused(manager.save(text, "work/link/x.csv"), "lecture seule")
+    refused(manager.save(text, "work/link/cohort.csv"), "lecture seule")
+    refused(manager.delete("work/link/cohort.csv"), "lecture seule")
+    refused(manager.rename("work/notes.txt", "work/link/notes.txt"), "lecture seule")
+    refused(manager.new(path="work/link/n.txt"), "lecture seule")
+    refused(manager.copy("work/link/cohort.csv", "work"), "ne quittent pas")
+    assert os.listdir(root / "data") == ["cohort.csv"] and (root / "work/notes.txt").exists()
+
+
+def test_the_trail_takes_the_managers_word_for_what_was_read(root, judge):
+    assert audit.describe("GET", "api/contents/work/notes.txt", 200, "", b"", judge.named_path,
+                          None, "directory") is None
+    assert audit.describe("GET", "api/contents/work", 200, "", b"", judge.named_path,
+                          None, "file")[0] == "contents-read"
+
+
 @pytest.mark.parametrize("target, refusal", [("data/cohort.csv", "ne quittent pas"),
                                               ("work/copy.csv", "copie exacte")])
 def test_a_link_swapped_after_the_check_still_reads_nothing_raw(manager, root, monkeypatch, target, refusal):
