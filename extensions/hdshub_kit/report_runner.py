@@ -20,7 +20,14 @@ variable HDSHUB_REPORT_SPEC (JSON, parameters already validated by the hub). Her
 A failing notebook still yields its partial executed notebook and the provenance (status
 "failed", with the cell), no HTML or PDF. The last line on standard output is RESULT_MARKER
 followed by the provenance. Exit status: 0 done, 1 the notebook failed, 2 the run could not
-be made at all.
+be made at all, 3 stopped at the time limit.
+
+The time limit (the spec's time_limit_seconds) is kept here, in the container, so that no
+restart of the hub can lose it: at the deadline the runner records what the run had done
+(provenance "failed", stage "time-limit"), puts the folder in place and exits; as the
+container's PID 1 its exit ends every process of the run, the kernel's included, and those
+cannot signal it (a process of the namespace cannot signal its init). The hub kills the
+container a minute later should the runner not have stopped by then.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ TEMPLATE_NAME = "hdshub-report"
 PROGRESS_MARKER = "HDSHUB-REPORT-PROGRESS "
 RESULT_MARKER = "HDSHUB-REPORT-RESULT "
 SPEC_VARIABLE = "HDSHUB_REPORT_SPEC"
+EXIT_OK, EXIT_FAILED, EXIT_TIME_LIMIT = 0, 1, 3
 MATPLOTLIB_PREBUILT = Path("/opt/hdshub/matplotlib")
 #: R's libraries in the r-stats kit (Debian's layout), in .libPaths() order.
 R_LIBRARIES = ("/usr/local/lib/R/site-library", "/usr/lib/R/site-library", "/usr/lib/R/library")
@@ -186,11 +194,66 @@ def outputs_of(folder: Path) -> list[dict]:
             for path in sorted(folder.iterdir()) if path.is_file()]
 
 
+def r_string(text: str) -> str:
+    """An R string literal of `text`. papermill's R translator escapes with Python's
+    unicode_escape, whose `\\xe9` R reads as the single byte 0xE9, not as « é »: every
+    character outside printable ASCII is written as \\U{code point} here instead."""
+    return '"' + "".join(
+        "\\" + ch if ch in '"\\' else ch if " " <= ch <= "~" else f"\\U{{{ord(ch):x}}}"
+        for ch in text) + '"'
+
+
+def register_r_translator() -> None:
+    """papermill's R translator, strings written by r_string (and so in lists and
+    mappings too, which it translates through translate_str)."""
+    from papermill.translators import RTranslator, papermill_translators
+
+    class UnicodeRTranslator(RTranslator):
+        @classmethod
+        def translate_str(cls, val):
+            return r_string(val)
+
+    papermill_translators.register("R", UnicodeRTranslator)
+
+
+class Deadline:
+    """At `seconds` after it starts, `on_deadline()` runs once, unless the run finished
+    first (finishing() returned True). The lock makes the two exclusive: a run records its
+    end, or the deadline does, never both."""
+
+    def __init__(self, seconds: float, on_deadline):
+        self.lock = threading.Lock()
+        self.settled = False
+        self.on_deadline = on_deadline
+        self.timer = threading.Timer(max(0.0, seconds), self._fire)
+        self.timer.daemon = True
+
+    def start(self) -> "Deadline":
+        self.timer.start()
+        return self
+
+    def finishing(self) -> bool:
+        """Claim the end for the run; False when the deadline took it."""
+        with self.lock:
+            if self.settled:
+                return False
+            self.settled = True
+        self.timer.cancel()
+        return True
+
+    def _fire(self) -> None:
+        with self.lock:
+            if self.settled:
+                return
+            self.settled = True
+        self.on_deadline()
+
+
 def settle_interrupted(reports_dir: Path = REPORTS_DIR) -> list[str]:
     """Turn each `.partial-<run>` left by a run that died (stopped at the time limit, its
     container removed) into `<run>/`, keeping what it had (often the partly executed
     notebook) beside a provenance.json saying it was interrupted. The hub runs one report at
-    a time per project and checks Docker first (report_runs.running_elsewhere), so a
+    a time per project and checks Docker first (report_runs.unfollowed), so a
     partial folder met here belongs to no living run."""
     settled = []
     for partial in sorted(reports_dir.glob(".partial-*")):
@@ -217,6 +280,7 @@ def run(spec: dict) -> tuple[dict, int]:
     sys.modules.setdefault("pyarrow.fs", None)
     import papermill
 
+    register_r_translator()
     packages: dict = {}
     background = in_background(packages)
     seed_font_cache()
@@ -232,12 +296,29 @@ def run(spec: dict) -> tuple[dict, int]:
         "run": name, "project": spec["project"], "source": spec["source"],
         "source_sha256": sha256_of(notebook), "parameters": spec["parameters"],
         "requested_by": spec["requested_by"], "kit": spec["kit"], "image": spec["image"],
-        "image_id": spec["image_id"], "started_at": started,
+        "image_id": spec["image_id"], "image_content_hash": spec.get("image_content_hash", ""),
+        "started_at": started,
         "data": data_files(), "packages": packages,  # filled in the background
     }
+    limit = float(spec.get("time_limit_seconds") or 0)
+
+    def stop_at_deadline() -> None:
+        hours = f"{limit / 3600:g} h" if limit >= 3600 else f"{limit:g} s"
+        provenance.update(status="failed", exit_code=EXIT_TIME_LIMIT, finished_at=utc_now(), error={
+            "stage": "time-limit", "cell": current.get("cell"), "source": current.get("source", ""),
+            "fr": f"arrêté après {hours}, la durée maximale d'un rapport (cellule {current.get('cell')})",
+            "en": f"stopped after {hours}, the longest a report may run (cell {current.get('cell')})"})
+        finalize(staging, name, provenance)
+        emit(RESULT_MARKER, provenance)
+        sys.stdout.flush()
+        os._exit(EXIT_TIME_LIMIT)  # PID 1: the kernel and everything else end with it
+
+    current: dict = {}
+    deadline = Deadline(limit - (time.monotonic() - clock), stop_at_deadline)
+    if limit > 0:
+        deadline.start()
     durations = {"prepare": time.monotonic() - clock}
     executed = staging / f"{name}.ipynb"
-    current: dict = {}
     follow_cells(current)
     error = None
     try:
@@ -261,13 +342,21 @@ def run(spec: dict) -> tuple[dict, int]:
             error = {"stage": "render", "ename": type(failure).__name__, "evalue": str(failure)[:2000]}
         durations["render"] = time.monotonic() - clock - durations["prepare"] - durations["execute"]
     status = "ok" if error is None else "failed"
+    if not deadline.finishing():  # the deadline is recording the run and ending the process
+        threading.Event().wait()
     provenance.update(status=status, error=error, finished_at=utc_now(),
+                      exit_code=EXIT_OK if status == "ok" else EXIT_FAILED,
                       durations_s={step: round(seconds, 3) for step, seconds in durations.items()})
+    finalize(staging, name, provenance)
+    return provenance, provenance["exit_code"]
+
+
+def finalize(staging: Path, name: str, provenance: dict) -> None:
+    """provenance.json with the list of outputs beside them, then the folder in place."""
     provenance["outputs"] = outputs_of(staging)
     (staging / "provenance.json").write_text(json.dumps(provenance, indent=2, ensure_ascii=False),
                                              encoding="utf-8")
     staging.rename(REPORTS_DIR / name)
-    return provenance, 0 if status == "ok" else 1
 
 
 def main() -> int:

@@ -250,7 +250,8 @@ def update_handlers(c: Config, s: Settings) -> None:
             "tiers": {name: tiers.enforced(tier) for name, tier in s.tiers.items()},
             "kit_images": {name: kit.image_tag for name, kit in s.kits.items()},
             "audit_dir": str(s.state.audit_dir), "trusted": trusted,
-            "max_notebook_bytes": egress["notebooks"]["max_bytes"]}),
+            "max_notebook_bytes": egress["notebooks"]["max_bytes"],
+            "min_count": egress["disclosure"]["min_count"]}),
         (usage_page.ROUTE, usage_page.UsagePageHandler,
          {"usage_db": str(s.state.usage_db), "audit_dir": str(s.state.audit_dir), "tiers": s.tiers}),
     ]

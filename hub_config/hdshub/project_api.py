@@ -41,9 +41,12 @@ class ProjectHandler(BaseHandler):
 
 
 class ProjectAPIHandler(ProjectHandler, APIHandler):
-    def actor(self, slug: str, allowed_roles: frozenset[str], refused_fr: str, refused_en: str) -> str:
+    def actor(self, slug: str, allowed_roles: frozenset[str], refused_fr: str, refused_en: str,
+              named_must_hold_role: bool = False) -> str:
         """Who acts: a member holding one of `allowed_roles`, or the CLI for the person named
-        in the body's `by`. A server's own token never acts (a kernel can read it)."""
+        in the body's `by` (with `named_must_hold_role`, a hub user holding one of those
+        roles, as if they asked themselves). A server's own token never acts (a kernel can
+        read it)."""
         user = self.current_user
         if user is None:
             raise web.HTTPError(403)
@@ -55,10 +58,18 @@ class ProjectAPIHandler(ProjectHandler, APIHandler):
             by = str(self.body().get("by") or "").strip()[:64]
             if not by:
                 raise refusal(400, "Le champ « by » (qui agit) est requis.", "Field 'by' (who acts) is required.")
+            if named_must_hold_role and not self.named_roles(by, slug) & allowed_roles:
+                raise refusal(403, f"{by} n'a pas ce rôle dans le projet {slug}. {refused_fr}",
+                              f"{by} does not hold that role in project {slug}. {refused_en}")
             return f"{by} (hdshub CLI)"
         if not self.roles(slug) & allowed_roles:
             raise refusal(403, refused_fr, refused_en)
         return user.name
+
+    def named_roles(self, name: str, slug: str) -> set[str]:
+        """The roles in the project of the hub user called `name` (none if there is none)."""
+        user = orm.User.find(self.db, name=name)
+        return roles_by_project(g.name for g in user.groups).get(slug, set()) if user else set()
 
     def body(self) -> dict:
         if not hasattr(self, "_body"):

@@ -5,25 +5,32 @@
 - GET  /hub/api/hdshub/reports/<project>/<run>  one run: status, cell i of n, error, outputs
 
 The project's analysts, statisticians and data stewards run reports (running one is running
-code on the raw data); the `hdshub report run` CLI acts for the person it names. Everything
-is checked before anything starts (the notebook exists, its kit is the project's, every
-parameter is declared and plain JSON); then report_runs.py runs it in its own container. One
-run at a time per project: a second one is refused while the first runs. Each ended run is a
-`report-run` event of the project's audit trail (which usage counts for invoicing).
+code on the raw data) and see their runs; the `hdshub report run` CLI acts for the person it
+names, who must hold one of those roles too. Everything is checked before anything starts
+(the notebook exists, its kit is the project's, every parameter is declared and plain JSON,
+`min_count` is not under the disclosure policy's floor); then report_runs.py runs it in its
+own container, followed by a thread of its own (a run lasts up to hours: it must not hold one
+of the few threads the hub shares for short Docker calls). One run at a time per project: a
+second one is refused while the first runs. A run a previous hub process started is found in
+Docker by the next request about the project and followed to its end like any other
+(adopt). Each ended run is a `report-run` event of the project's audit trail (which usage
+counts for invoicing), with the exit code and the sha256 of every file the hub found in its
+folder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import threading
 
 import docker
 from tornado import web
 
 from . import dashboards, report_runs, reports
 from .audit_hub import Recorder, client_ip
-from .audit_log import utc_now
 from .project_api import ProjectAPIHandler
 from .spawner import refusal
 
@@ -34,11 +41,13 @@ KEPT_RUNS = 50
 log = logging.getLogger("JupyterHub")
 
 _runs: dict[str, dict[str, report_runs.ReportRun]] = {}
+#: The coroutine following each unfinished run, by (project, run).
+_following: dict[tuple[str, str], asyncio.Future] = {}
 
 
 def handlers(options: dict) -> list[tuple]:
     """options: tiers {name: enforced tier}, kit_images {kit: image}, audit_dir, trusted,
-    max_notebook_bytes."""
+    max_notebook_bytes, min_count (the disclosure floor, defaults/egress.yaml)."""
     return [(API_ROUTE, ReportsAPIHandler, options), (API_ITEM_ROUTE, ReportAPIHandler, options)]
 
 
@@ -50,23 +59,111 @@ def _refused(error: dashboards.DashboardError) -> web.HTTPError:
     return refusal(error.status, error.fr, error.en)
 
 
+async def in_own_thread(function, *args):
+    """function(*args) in a new daemon thread, awaited. Not the event loop's default pool:
+    it has a handful of threads for the hub's short blocking calls, which a few report runs
+    of hours would take all of; and not a pool of its own either, whose threads Python joins
+    at exit (a hub stopping would wait for the longest run)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def settle(result, error) -> None:
+        if not done.cancelled():
+            done.set_exception(error) if error is not None else done.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = function(*args), None
+        except BaseException as failure:  # handed to the awaiting coroutine
+            result, error = None, failure
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:
+            pass  # the hub is stopping: nobody awaits it any more
+
+    threading.Thread(target=work, name=f"hdshub-{getattr(function, '__name__', 'work')}", daemon=True).start()
+    return await done
+
+
 class _ReportsBase(ProjectAPIHandler):
     def initialize(self, tiers: dict, kit_images: dict, audit_dir: str, trusted: frozenset[str],
-                   max_notebook_bytes: int):
+                   max_notebook_bytes: int, min_count: int):
         self.tiers, self.kit_images = tiers, kit_images
         self.audit_dir, self.trusted = audit_dir, trusted
-        self.max_notebook_bytes = max_notebook_bytes
+        self.max_notebook_bytes, self.min_count = max_notebook_bytes, min_count
 
-    def require_member(self, slug: str) -> None:
-        if not self.is_cli() and not self.roles(slug):
-            raise refusal(403, f"Vous n'êtes pas membre du projet {slug}.",
-                          f"You are not a member of project {slug}.")
+    def require_runner(self, slug: str) -> None:
+        """Runs show parameters, who asked and the last lines a run printed (which may quote
+        data): for the people who may run reports, as the runs themselves."""
+        if not self.is_cli() and not self.roles(slug) & reports.RUNNER_ROLES:
+            raise refusal(403, f"Seuls les analystes, statisticiens et responsables des données du "
+                               f"projet {slug} voient ses rapports en cours.",
+                          f"Only project {slug}'s analysts, statisticians and data stewards see its "
+                          "report runs.")
+
+    async def adopt(self, slug: str) -> None:
+        """Follow, to its end, every report container of the project that no run in memory
+        stands for: it was started before the hub restarted. Its end is recorded as any
+        other's, and one past the time limit is stopped."""
+        kept = _runs.setdefault(slug, {})
+        # The client that follows a run waits on its log stream for as long as it is quiet.
+        client = docker.from_env(timeout=report_runs.TIME_LIMIT_SECONDS + 120)
+        found = await self.in_thread(report_runs.unfollowed, client, slug, set(kept))
+        for container in found:
+            run = report_runs.adopted_run(container)
+            if run.run in kept:  # another request adopted it meanwhile
+                continue
+            log.info("hdshub: following report %s/%s, started before the hub restarted", slug, run.run)
+            keep(run)
+            _following[(slug, run.run)] = asyncio.ensure_future(
+                self.execute(run, report_runs.carry_out, client, run, None, "", "", container))
+
+    async def settle_ended(self, slug: str) -> None:
+        """Wait for the follower of a run whose container Docker says has ended: it is about
+        to record it (a second or two), and the project is then free for the next run."""
+        busy = running(slug)
+        following = _following.get((slug, busy.run)) if busy else None
+        if following is None:
+            return
+        state = await self.in_thread(report_runs.container_state, docker.from_env(), busy.project, busy.run)
+        if state in ("exited", "dead", None):
+            try:
+                await asyncio.wait_for(asyncio.shield(following), timeout=60)
+            except asyncio.TimeoutError:
+                pass
+
+    async def execute(self, run: report_runs.ReportRun, *work) -> None:
+        """Carry the run out in its own thread, record its end, and only then show it ended
+        (whoever sees a run done finds it in the audit trail)."""
+        try:
+            ended = await in_own_thread(*work)
+        except Exception as error:  # carry_out settles its own failures: this is a bug
+            log.exception("hdshub: report %s/%s could not be followed", run.project, run.run)
+            ended = dataclasses.replace(run)
+            report_runs.finish(ended, None, None, [], failure=str(error))
+        log.info("hdshub: report %s/%s by %s ended: %s", run.project, run.run, run.requested_by, ended.status)
+        try:
+            await Recorder.for_directory(self.audit_dir).write(run.project, [report_runs.end_event(ended)])
+        except Exception:
+            log.exception("hdshub: the end of report %s/%s could not be recorded", run.project, run.run)
+        finally:
+            vars(run).update(vars(ended))
+            _following.pop((run.project, run.run), None)
+
+
+def keep(run: report_runs.ReportRun) -> None:
+    kept = _runs.setdefault(run.project, {})
+    kept[run.run] = run
+    for old in sorted(kept.values(), key=lambda r: r.started_at)[:-KEPT_RUNS]:
+        if old.finished_at is not None:
+            kept.pop(old.run)
 
 
 class ReportsAPIHandler(_ReportsBase):
     async def get(self, slug: str):
         self.project(slug)
-        self.require_member(slug)
+        self.require_runner(slug)
+        await self.adopt(slug)
         runs = sorted(_runs.get(slug, {}).values(), key=lambda r: r.started_at, reverse=True)
         self.finish(json.dumps({"project": slug, "runs": [r.model() for r in runs]}))
 
@@ -75,7 +172,8 @@ class ReportsAPIHandler(_ReportsBase):
         by = self.actor(slug, reports.RUNNER_ROLES,
                         f"Seuls les analystes, statisticiens et responsables des données du projet "
                         f"{slug} lancent ses rapports.",
-                        f"Only project {slug}'s analysts, statisticians and data stewards run its reports.")
+                        f"Only project {slug}'s analysts, statisticians and data stewards run its reports.",
+                        named_must_hold_role=True)
         body = self.body()
         tier, image = self.tiers.get(project.tier), self.kit_images.get(project.kit)
         if tier is None or image is None:
@@ -88,39 +186,43 @@ class ReportsAPIHandler(_ReportsBase):
             if kits is not None and project.kit not in kits:
                 raise reports.ReportError(
                     400, f"Le modèle {source.template} demande le kit {' ou '.join(kits)} ; le projet "
-                         f"{slug} utilise {project.kit}.",
+                         f"{slug} utilise {project.kit}, dont le Python n'a pas les bibliothèques du "
+                         "modèle (pandas, lifelines…). Lancez plutôt un notebook R du dossier work.",
                     f"Template {source.template} needs kit {' or '.join(kits)}; project {slug} uses "
-                    f"{project.kit}.")
-            parameters = reports.validate_parameters(reports.declared_parameters(notebook),
-                                                     body.get("parameters") or {})
+                    f"{project.kit}, whose Python lacks the template's libraries (pandas, "
+                    "lifelines…). Run an R notebook of the work folder instead.")
+            declared = reports.declared_parameters(notebook)
+            parameters = reports.validate_parameters(declared, body.get("parameters") or {},
+                                                     reports.notebook_language(notebook))
+            reports.check_min_count(declared, parameters, self.min_count)
         except dashboards.DashboardError as error:
             raise _refused(error) from None
-        self.refuse_if_busy(slug)
         # A run started before the hub restarted is not in memory, but its container is; the
         # runner also counts on one run at a time (it settles the folders dead runs left).
-        other = await self.in_thread(report_runs.running_elsewhere, docker.from_env(), slug)
-        if other is not None:
-            raise refusal(409, f"Un rapport lancé avant le redémarrage du hub tourne encore dans le "
-                               f"projet {slug} ({other}) : attendez sa fin.",
-                          f"A report started before the hub restarted is still running in project "
-                          f"{slug} ({other}): wait for it to end.")
-        self.refuse_if_busy(slug)  # again: another request may have started one meanwhile
+        await self.adopt(slug)
+        await self.settle_ended(slug)
+        self.refuse_if_busy(slug)
         language = parameters.get("language", "fr") if isinstance(parameters.get("language"), str) else "fr"
         run = report_runs.ReportRun(
             run=reports.run_name(source), project=slug,
             source=f"work/{source.work_path}" if source.work_path else source.template,
             parameters=parameters, requested_by=by,
-            title=reports.title_of(notebook, source, language))
-        kept = _runs.setdefault(slug, {})
-        kept[run.run] = run
-        for old in sorted(kept.values(), key=lambda r: r.started_at)[:-KEPT_RUNS]:
-            kept.pop(old.run)
-        asyncio.ensure_future(self.execute(run, tier, project.kit, image, client_ip(self.request, self.trusted)))
+            title=reports.title_of(notebook, source, language),
+            source_ip=client_ip(self.request, self.trusted))
+        keep(run)
+        client = docker.from_env(timeout=report_runs.TIME_LIMIT_SECONDS + 120)
+        _following[(slug, run.run)] = asyncio.ensure_future(
+            self.execute(run, report_runs.carry_out, client, run, tier, project.kit, image))
         self.set_status(202)
         self.finish(json.dumps(run.model()))
 
     def refuse_if_busy(self, slug: str) -> None:
-        if (busy := running(slug)) is not None:
+        if (busy := running(slug)) is not None and busy.adopted:
+            raise refusal(409, f"Un rapport lancé avant le redémarrage du hub tourne encore dans le "
+                               f"projet {slug} ({busy.run}) : attendez sa fin.",
+                          f"A report started before the hub restarted is still running in project "
+                          f"{slug} ({busy.run}): wait for it to end.")
+        if busy is not None:
             raise refusal(409, f"Un rapport tourne déjà dans le projet {slug} ({busy.run}) : "
                                "attendez sa fin.",
                           f"A report is already running in project {slug} ({busy.run}): wait "
@@ -140,30 +242,11 @@ class ReportsAPIHandler(_ReportsBase):
                                       f"{source.label} is not a readable notebook (JSON).") from None
         return notebook
 
-    async def execute(self, run: report_runs.ReportRun, tier: dict, kit: str, image: str, source_ip: str):
-        """Run to the end, then record it; whatever happens, the run ends with a status."""
-        client = docker.from_env(timeout=report_runs.TIME_LIMIT_SECONDS + 120)
-        container = None
-        try:
-            container = await self.in_thread(report_runs.create_container, client, run, tier, kit, image)
-            await self.in_thread(report_runs.follow, container, run)
-        except Exception as error:
-            log.exception("hdshub: report %s/%s could not run", run.project, run.run)
-            report_runs.finish(run, None, None, [], failure=str(error))
-        finally:
-            if container is not None:
-                await self.in_thread(report_runs.remove, container)
-        log.info("hdshub: report %s/%s by %s ended: %s", run.project, run.run, run.requested_by, run.status)
-        Recorder.for_directory(self.audit_dir).submit(run.project, {
-            "time": utc_now(), "user": run.requested_by, "action": "report-run",
-            "target": run.folder, "outcome": "ok" if run.status == "ok" else "failed",
-            "source_ip": source_ip, "details": {"source": run.source}})
-
 
 class ReportAPIHandler(_ReportsBase):
     async def get(self, slug: str, name: str):
         self.project(slug)
-        self.require_member(slug)
+        self.require_runner(slug)
         run = _runs.get(slug, {}).get(name)
         if run is None:
             raise refusal(404, f"Aucune exécution {name} connue de ce hub dans le projet {slug} "

@@ -29,8 +29,12 @@ TEMPLATES_DIR = REPO_ROOT / "templates" / "reports"
 RUNNER_ROLES = frozenset({"analyst", "statistician", "steward"})
 MAX_PARAMETERS_BYTES = 64 * 1024
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# A syntactic R name: a letter, or a dot not followed by a digit, then letters, digits, dots
+# and underscores (`min.count`, `.seuil`). papermill writes the name as given.
+R_NAME = re.compile(r"(?:[A-Za-z]|\.(?![0-9]))[A-Za-z0-9._]{0,63}")
 # An R parameters cell: `name <- value` or `name = value` at the start of a line.
-R_ASSIGNMENT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?:<-|=)", re.MULTILINE)
+R_ASSIGNMENT = re.compile(r"^\s*((?:[A-Za-z]|\.(?![0-9]))[A-Za-z0-9._]*)\s*(?:<-|=)", re.MULTILINE)
+NAME_PATTERNS = {"python": IDENTIFIER, "r": R_NAME}
 
 
 class ReportError(dashboards.DashboardError):
@@ -77,6 +81,13 @@ def template_kits(notebook: dict) -> list[str] | None:
     return (notebook.get("metadata", {}).get("hdshub") or {}).get("kits")
 
 
+def notebook_language(notebook: dict) -> str:
+    """The language of the notebook's kernel, lower case ("python", "r")."""
+    metadata = notebook.get("metadata", {})
+    return str(metadata.get("kernelspec", {}).get("language")
+               or metadata.get("language_info", {}).get("name") or "python").lower()
+
+
 def declared_parameters(notebook: dict) -> dict[str, object]:
     """{name: default} of the notebook's cell tagged `parameters` (papermill's convention).
 
@@ -93,10 +104,7 @@ def declared_parameters(notebook: dict) -> dict[str, object]:
             "its parameters (JupyterLab's property inspector).")
     source = cell.get("source", "")
     source = "".join(source) if isinstance(source, list) else source
-    metadata = notebook.get("metadata", {})
-    language = (metadata.get("kernelspec", {}).get("language")
-                or metadata.get("language_info", {}).get("name") or "python")
-    if language.lower() != "python":  # `alpha <- 0.05` is also valid Python, with another meaning
+    if notebook_language(notebook) != "python":  # `alpha <- 0.05` is also valid Python, with another meaning
         return {name: ... for name in R_ASSIGNMENT.findall(source)}
     try:
         tree = ast.parse(source)
@@ -143,14 +151,16 @@ def _kind(value) -> str:
     return {str: "text", list: "list", tuple: "list", dict: "mapping"}.get(type(value), "any")
 
 
-def validate_parameters(declared: dict[str, object], given: dict) -> dict:
-    """The parameters to pass to papermill, or a ReportError naming every problem."""
+def validate_parameters(declared: dict[str, object], given: dict, language: str = "python") -> dict:
+    """The parameters to pass to papermill, or a ReportError naming every problem. A name
+    must be one of the notebook's language (`language`) and declared by its cell."""
+    name_pattern = NAME_PATTERNS.get(language, IDENTIFIER)
     if not isinstance(given, dict):
         raise ReportError(400, "Les paramètres doivent être un objet JSON {nom: valeur}.",
                           "Parameters must be a JSON object {name: value}.")
     problems = []
     for name, value in given.items():
-        if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
+        if not isinstance(name, str) or not name_pattern.fullmatch(name):
             problems.append(f"{str(name)[:40]!r} is not a parameter name")
         elif name not in declared:
             problems.append(f"unknown parameter {name!r}")
@@ -167,6 +177,24 @@ def validate_parameters(declared: dict[str, object], given: dict) -> dict:
         raise ReportError(400, f"Paramètres refusés : {text}. Paramètres du notebook : {known}.",
                           f"Parameters refused: {text}. The notebook's parameters: {known}.")
     return dict(given)
+
+
+def check_min_count(declared: dict[str, object], parameters: dict, floor: int) -> None:
+    """Refuse a `min_count` (the small-count threshold of the templates, and of any notebook
+    declaring it) under the disclosure policy's floor (egress.yaml, disclosure.min_count):
+    a lower one would show counts that identify people."""
+    if "min_count" not in declared or "min_count" not in parameters:
+        return
+    value = parameters["min_count"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < floor:
+        raise ReportError(
+            400, f"Paramètre min_count refusé : {value!r}. Les effectifs de 1 à min_count - 1 sont "
+                 f"masqués, et la politique de diffusion du hub impose un seuil d'au moins {floor} "
+                 f"(effectifs de moins de {floor} personnes jamais montrés) : donnez un entier "
+                 f">= {floor}, ou omettez-le.",
+            f"Parameter min_count refused: {value!r}. Counts from 1 to min_count - 1 are hidden, and "
+            f"the hub's disclosure policy sets a threshold of at least {floor} (counts under {floor} "
+            f"people are never shown): give a whole number >= {floor}, or leave it out.")
 
 
 def run_name(source: Source, at: datetime | None = None) -> str:

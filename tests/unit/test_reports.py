@@ -227,3 +227,210 @@ def test_the_next_run_settles_what_an_interrupted_run_left(tmp_path):
     assert json.loads((tmp_path / "2026-11-22-late" / "provenance.json").read_text()) == {"status": "ok"}
     assert taken.exists() and not dead.exists()
     assert report_runner.settle_interrupted(tmp_path / "absent") == []
+
+
+# -- review of issue 8: threads, trust, limits, policy ---------------------------------------
+
+def test_a_run_is_followed_in_a_thread_of_its_own_not_the_shared_pool():
+    """The hub's default pool is a handful of threads; a report run holds its follower for up
+    to hours. With the pool full (here: its one thread waiting for the follower), the
+    follower must still run."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hdshub import report_hub
+
+    follower_ran = threading.Event()
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(1))
+        blocked = loop.run_in_executor(None, follower_ran.wait, 30)
+        await report_hub.in_own_thread(follower_ran.set)
+        return await blocked
+
+    assert asyncio.run(scenario()) is True
+
+
+def test_an_error_in_the_own_thread_reaches_the_awaiting_coroutine():
+    import asyncio
+
+    from hdshub import report_hub
+
+    def boom():
+        raise KeyError("x")
+
+    with pytest.raises(KeyError):
+        asyncio.run(report_hub.in_own_thread(boom))
+
+
+@pytest.mark.parametrize("line, kind", [
+    ('HDSHUB-REPORT-PROGRESS {"cell": 2, "cells": 5, "source": "df.describe()"}', "progress"),
+    ("HDSHUB-REPORT-PROGRESS {broken", "log"),
+    ("HDSHUB-REPORT-RESULT [1, 2]", "log"),
+    ('HDSHUB-REPORT-RESULT {"status": "ok"}', "result"),
+    ("HDSHUB-REPORT-RESULT ", "log"),
+    ("Traceback (most recent call last):", "log"),
+])
+def test_marker_lines_are_parsed_defensively(line, kind):
+    assert report_runs.parse_line(line)[0] == kind
+
+
+def test_forged_progress_values_do_not_reach_the_run():
+    run = report_runs.ReportRun("r", "p", "survival", {}, "alice", "T")
+    report_runs.show_progress(run, {"cell": 3, "cells": 9, "source": "x" * 500})
+    for forged in ({"cell": "3", "cells": 9}, {"cell": 10, "cells": 9}, {"cell": None}, {}):
+        report_runs.show_progress(run, forged)
+    assert (run.cell, run.cells, len(run.current)) == (3, 9, 120)
+
+
+def result_and_folder(status="ok"):
+    outputs = [{"file": "r.ipynb", "size": 3, "sha256": "a" * 64}, {"file": "r.html", "size": 4, "sha256": "b" * 64}]
+    result = {"run": "r", "status": status, "error": None, "outputs": outputs, "durations_s": {"execute": 1.0}}
+    digests = {"r.ipynb": "a" * 64, "r.html": "b" * 64, "provenance.json": "c" * 64}
+    return result, digests, json.dumps(result).encode()
+
+
+def test_a_result_is_trusted_when_exit_code_folder_and_provenance_agree():
+    result, digests, provenance = result_and_folder()
+    run = report_runs.ReportRun("r", "p", "survival", {}, "alice", "T")
+    report_runs.finish(run, result, 0, [], digests=digests, provenance=provenance)
+    assert run.status == "ok" and run.exit_code == 0 and run.sha256 == digests
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda r, d, p: (r, d, p, 1), "exited with code 1"),           # a forged "ok", the runner failed
+    (lambda r, d, p: (r, d, p, 137), "exited with code 137"),
+    (lambda r, d, p: (r, {**d, "r.html": "f" * 64}, p, 0), "not those the result lists"),
+    (lambda r, d, p: (r, {**d, "extra.csv": "e" * 64}, p, 0), "not those the result lists"),
+    (lambda r, d, p: (r, d, None, 0), "provenance.json is missing"),
+    (lambda r, d, p: (r, d, b"{not json", 0), "provenance.json is missing or unreadable"),
+    (lambda r, d, p: (r, d, json.dumps({**r, "status": "failed"}).encode(), 0), "does not say what"),
+])
+def test_a_result_the_container_or_its_folder_contradicts_is_not_trusted(change, words):
+    result, digests, provenance, exit_code = change(*result_and_folder())
+    run = report_runs.ReportRun("r", "p", "survival", {}, "alice", "T")
+    report_runs.finish(run, result, exit_code, ["last line"], digests=digests, provenance=provenance)
+    assert run.status == "failed" and run.outputs == []
+    assert words in run.error["en"] and "non retenu" in run.error["fr"] and run.error["log"] == ["last line"]
+
+
+def test_a_run_stopped_by_the_runner_at_its_deadline_is_failed_with_its_reason():
+    result, digests, _ = result_and_folder("failed")
+    result["error"] = {"stage": "time-limit", "fr": "arrêté après 2 h", "en": "stopped after 2 h"}
+    run = report_runs.ReportRun("r", "p", "survival", {}, "alice", "T")
+    report_runs.finish(run, result, report_runs.TIME_LIMIT_EXIT, [], digests=digests,
+                       provenance=json.dumps(result).encode())
+    assert run.status == "failed" and run.error["stage"] == "time-limit"
+
+
+def test_docker_start_times_are_read_to_the_second():
+    class Container:
+        attrs = {"State": {"StartedAt": "2026-11-22T10:00:05.123456789Z"}}
+
+    assert report_runs.started_at(Container()) == pytest.approx(1795341605.123456)
+
+
+def test_the_spec_carries_the_time_limit_and_the_image_content_hash():
+    run = report_runs.ReportRun("r-1", "p", "survival", {}, "alice", "T", source_ip="10.0.0.1")
+    spec = report_runs.runner_spec(run, "python-stats", "img", "sha256:1", "c0ffee", 60)
+    assert (spec["time_limit_seconds"], spec["image_content_hash"], spec["source_ip"]) == (60, "c0ffee", "10.0.0.1")
+
+
+def test_the_runner_deadline_and_the_runs_end_exclude_each_other():
+    import threading
+
+    fired = threading.Event()
+    early = report_runner.Deadline(0, fired.set).start()
+    assert fired.wait(10) and early.finishing() is False  # the deadline took the end
+    late = report_runner.Deadline(0.2, fired.clear)
+    assert late.finishing() is True  # the run claims its end before the deadline starts
+    late.start()
+    late.timer.join(10)
+    assert fired.is_set()  # the deadline did not run after the run's end
+
+
+def test_r_strings_keep_accented_text():
+    assert report_runner.r_string('Besançon "é" \\ fin\n') == '"Besan\\U{e7}on \\"\\U{e9}\\" \\\\ fin\\U{a}"'
+    assert report_runner.r_string("plain") == '"plain"'
+
+
+def test_dotted_r_parameter_names_are_accepted_for_r_notebooks_only():
+    r_cell = notebook('seuil.min <- 10\nville = "Paris"\n_x <- 1\n.cache <- 2\n',
+                      kernelspec={"name": "ir", "language": "R"})
+    declared = reports.declared_parameters(r_cell)
+    assert set(declared) == {"seuil.min", "ville", ".cache"}
+    assert reports.notebook_language(r_cell) == "r"
+    given = {"seuil.min": 12, "ville": "Besançon"}
+    assert reports.validate_parameters(declared, given, "r") == given
+    with pytest.raises(reports.ReportError, match="is not a parameter name"):
+        reports.validate_parameters(declared, given, "python")
+
+
+def test_min_count_under_the_disclosure_floor_is_refused_naming_it():
+    from hdshub.egress import load_egress
+
+    floor = load_egress()["disclosure"]["min_count"]
+    declared = {"min_count": 10, "language": "fr"}
+    for bad in (1, floor - 1, floor + 0.5, True):
+        with pytest.raises(reports.ReportError) as refused:
+            reports.check_min_count(declared, {"min_count": bad}, floor)
+        assert refused.value.status == 400
+        assert "min_count" in refused.value.fr and f"au moins {floor}" in refused.value.fr
+        assert "min_count" in refused.value.en and f"at least {floor}" in refused.value.en
+    reports.check_min_count(declared, {"min_count": floor}, floor)
+    reports.check_min_count(declared, {"language": "en"}, floor)
+    reports.check_min_count({"other": 1}, {}, floor)
+
+
+def test_the_disclosure_floor_is_policy_data_a_site_cannot_drop_to_one(tmp_path):
+    from hdshub.egress import load_egress
+    from hdshub.validation import ConfigError
+
+    site = tmp_path / "egress.yaml"
+    site.write_text("disclosure:\n  min_count: 11\n", encoding="utf-8")
+    assert load_egress(site)["disclosure"]["min_count"] == 11
+    site.write_text("disclosure:\n  min_count: 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="min_count"):
+        load_egress(site)
+
+
+def test_survival_time_unit_follows_the_language_by_default():
+    template = json.loads(reports.templates()["survival"].read_text(encoding="utf-8"))
+    assert reports.declared_parameters(template)["time_unit"] == ""
+    setup = "".join(template["cells"][1]["source"])
+    assert 'time_unit = time_unit or t("mois", "months")' in setup
+
+
+def test_archive_chunks_are_read_as_a_stream():
+    import io
+    import tarfile
+
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        data = b"x" * 100_000
+        info = tarfile.TarInfo("run/out.csv")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    raw = archive.getvalue()
+    chunks = [raw[i:i + 777] for i in range(0, len(raw), 777)]
+    with tarfile.open(fileobj=report_runs._ChunkReader(chunks), mode="r|") as tar:
+        (member,) = list(tar)
+    assert member.name == "run/out.csv"
+
+
+def test_the_end_of_a_run_is_an_audit_event_the_trail_accepts():
+    """The hub's hashes go into the event in the trail's own format (flat details)."""
+    from hdshub import audit_log
+
+    result, digests, provenance = result_and_folder()
+    run = report_runs.ReportRun("r", "p", "survival", {}, "alice (hdshub CLI)", "T", source_ip="10.0.0.1")
+    report_runs.finish(run, result, 0, [], digests=digests, provenance=provenance)
+    record = audit_log.validate("p", report_runs.end_event(run))
+    assert record["action"] == "report-run" and record["outcome"] == "ok"
+    details = record["details"]
+    assert details["outputs_sha256"] == f"{'b' * 64}  r.html\n{'a' * 64}  r.ipynb\n"
+    assert details["provenance_sha256"] == "c" * 64 and details["exit_code"] == 0 and details["outputs_count"] == 2
+    many = report_runs.digest_details({f"out-{i}.csv": "d" * 64 for i in range(500)})
+    assert "outputs_sha256" not in many and many["outputs_count"] == 500 and len(many["outputs_listing_sha256"]) == 64
