@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+import requests
 
 from hdshub import dashboards
 from hdshub.hardening import container_problems
@@ -110,6 +111,26 @@ def test_the_dashboard_server_refuses_everything_but_voila_to_everyone(hub, proj
                 assert reply.json()["reason"] == "dashboard-only", path
         kernel_start = session.post(f"{hub.public_url}{a.server('api/kernels')}", json={}, timeout=30)
         assert kernel_start.status_code == 403
+
+
+def test_voilas_own_file_routes_hand_out_no_raw_data(hub, projects):
+    """Voilà's routes pass the gate on a dashboard server; its file and static handlers must
+    still give nothing of data/ (file_allowlist is empty; spellings are judged by the gate)."""
+    a, _ = projects
+    session = hub.login("dclin", a.passwords["dclin"])
+    assert session.get(f"{hub.public_url}{a.door}", timeout=120).status_code == 200
+    for path in ("voila/files/data/cohorte_synthetique.csv", "voila/files/../data/cohorte_synthetique.csv",
+                 "voila/files/..%2fdata%2fcohorte_synthetique.csv", "voila/static/..%2f..%2fdata%2fcohorte_synthetique.csv",
+                 "voila/render/data/cohorte_synthetique.csv", "voila/tree/data"):
+        request = requests.Request("GET", f"{hub.public_url}{a.server(path)}")
+        prepared = session.prepare_request(request)
+        prepared.url = f"{hub.public_url}{a.server(path)}"  # exactly as written: no '..' folding
+        reply = session.send(prepared, timeout=30, allow_redirects=False)
+        if reply.status_code == 302:  # Voilà sends what is not a notebook elsewhere: follow it
+            reply = session.get(requests.compat.urljoin(prepared.url, reply.headers["Location"]), timeout=30)
+        else:
+            assert reply.status_code in (403, 404), (path, reply.status_code)
+        assert "patient_id" not in reply.text, path
 
 
 def test_a_clinician_of_another_project_sees_and_opens_nothing(hub, projects):
