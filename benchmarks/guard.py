@@ -8,7 +8,9 @@ audit events are really delivered to the hub and chained there, as in production
 driven directly on the project network from the host, with the same user token, in
 interleaved rounds after one warm-up round: GET of a notebook (what JupyterLab does when
 opening one), PUT of it (a save, which the guard traces with a sha256), and a directory
-listing. "slower_percent" is the median over rounds of each round's own guard/no-guard ratio.
+listing. "slower_percent" is the median over rounds of each round's own guard/no-guard ratio;
+"cpu_slower_percent" compares the CPU time each container's cgroup counted per request, which
+other work on the machine disturbs far less than it disturbs rates.
 
 Prints one JSON object. Usage: .venv/bin/python benchmarks/guard.py [--requests 300] [--rounds 7]
 """
@@ -32,6 +34,7 @@ import urllib3
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hdshub import demo, naming  # noqa: E402
+from hdshub.usage import read_cgroup  # noqa: E402
 from tests.support.hub import RunningHub, free_port  # noqa: E402
 
 NOTEBOOK = {"cells": [{"cell_type": "code", "source": f"x = {i}", "metadata": {}, "outputs": [],
@@ -54,7 +57,7 @@ def unguarded_twin(client, guarded, slug):
     mounts += [docker.types.Mount(m["Destination"], m["Source"], type="bind", read_only=True)
                for m in attrs["Mounts"] if m["Type"] == "bind" and m["Destination"] == "/opt/hdshub/tls"]
     return client.containers.run(
-        attrs["Config"]["Image"], ["jupyterhub-singleuser", '--ServerApp.jpserver_extensions={"hdshub_guard": False}'],
+        attrs["Config"]["Image"], [*attrs["Config"]["Cmd"], '--ServerApp.jpserver_extensions={"hdshub_guard": False}'],
         detach=True, name=guarded.name + "-noguard", user=attrs["Config"]["User"],
         environment=env, working_dir=attrs["Config"]["WorkingDir"], read_only=True,
         tmpfs=host["Tmpfs"], mounts=mounts, network=naming.network_name(slug),
@@ -86,7 +89,9 @@ def wait_up(url: str, session: requests.Session) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def rate(session: requests.Session, url: str, kind: str, n: int, workers: int = 4) -> float:
+def rate(session: requests.Session, url: str, kind: str, n: int, workers: int = 4,
+         container_id: str | None = None) -> tuple[float, float | None]:
+    """(requests per second, container CPU milliseconds per request or None)."""
     target = url + "api/contents/work/bench.ipynb"
 
     def one(_):
@@ -98,10 +103,14 @@ def rate(session: requests.Session, url: str, kind: str, n: int, workers: int = 
             reply = session.get(url + "api/contents/work", timeout=30)
         assert reply.status_code in (200, 201), reply.text[:200]
 
+    cpu_before = read_cgroup(container_id) if container_id else None
     started = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, range(n)))
-    return n / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    cpu_after = read_cgroup(container_id) if container_id else None
+    cpu_ms = (cpu_after[0] - cpu_before[0]) / n / 1e6 if cpu_before and cpu_after else None
+    return n / elapsed, cpu_ms
 
 
 def main() -> None:
@@ -150,11 +159,16 @@ def main() -> None:
         for kind in figures:  # warm-up, not counted: first imports, caches, connections
             for variant in urls:
                 rate(session, urls[variant], kind, args.requests // 5)
+        containers = {"guard": guarded.id, "no-guard": twins[0].id}
+        cpu: dict[str, dict[str, list[float]]] = {k: {"guard": [], "no-guard": []} for k in figures}
         for round_number in range(args.rounds):
             order = ("no-guard", "guard") if round_number % 2 == 0 else ("guard", "no-guard")
             for kind in figures:
                 for variant in order:
-                    figures[kind][variant].append(rate(session, urls[variant], kind, args.requests))
+                    per_second, cpu_ms = rate(session, urls[variant], kind, args.requests, container_id=containers[variant])
+                    figures[kind][variant].append(per_second)
+                    if cpu_ms is not None:
+                        cpu[kind][variant].append(cpu_ms)
         result = {"benchmark": "guard-contents-api", "machine": {"cpus": __import__("os").cpu_count(),
                   "platform": platform.platform()}, "requests_per_round": args.requests,
                   "rounds": args.rounds, "concurrency": 4}
@@ -167,6 +181,11 @@ def main() -> None:
                             "target_slower_percent": 5.0,
                             "rounds_guard": [round(v, 1) for v in variants["guard"]],
                             "rounds_no_guard": [round(v, 1) for v in variants["no-guard"]]}
+            if cpu[kind]["guard"] and cpu[kind]["no-guard"]:
+                with_cpu, without_cpu = statistics.median(cpu[kind]["guard"]), statistics.median(cpu[kind]["no-guard"])
+                result[kind].update({"cpu_ms_per_request_guard": round(with_cpu, 3),
+                                     "cpu_ms_per_request_no_guard": round(without_cpu, 3),
+                                     "cpu_slower_percent": round((with_cpu / without_cpu - 1) * 100, 1)})
         time.sleep(2)  # the guard delivers its events every second
         trail = hub.state_dir / "audit" / f"{slug}.jsonl"
         result["audit_events_written_by_the_hub"] = sum(1 for _ in trail.open()) if trail.exists() else 0

@@ -515,3 +515,28 @@ def test_the_terminal_route_is_served_by_the_guarded_socket():
     delegate = app.find_handler(request)
     assert delegate.handler_class is terminals.GuardedTermSocket
     assert delegate.handler_kwargs == {"term_manager": None}
+
+
+def test_a_flush_sends_what_was_queued_and_leaves_newer_events_for_the_next():
+    """A busy server keeps queueing while a batch is on its way: posting until the queue is
+    empty made one TLS connection per handful of events."""
+
+    class Hub:
+        def __init__(self, client):
+            self.client, self.posts = client, []
+
+        async def fetch(self, request, raise_error=False):
+            self.posts.append(len(json.loads(request.body)["events"]))
+            for _ in range(30):  # events made while the hub answers
+                self.client.record("alice", "contents-read", "work/a.csv")
+            return type("Reply", (), {"code": 201, "body": b""})()
+
+    client = audit.AuditClient("http://127.0.0.1:9/hub/api", "t")
+    hub = client.http = Hub(client)
+    for _ in range(250):
+        client.record("alice", "contents-read", "work/a.csv")
+    run(client.flush())
+    assert hub.posts == [audit.BATCH, audit.BATCH, 50]
+    assert len(client.queue) == 90  # waiting for the next flush, none lost
+    run(client.flush())
+    assert hub.posts[3:] == [90] and len(client.queue) == 30
