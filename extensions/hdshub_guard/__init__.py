@@ -200,7 +200,7 @@ def _trace(handler, the_gate: gate.Gate) -> None:
     state = guard()
     user = audit.user_name(getattr(handler, "_jupyter_current_user", None)
                            or getattr(handler, "_current_user", None)) or audit.ANONYMOUS
-    if refusal is not None and status == 403:
+    if refusal is not None and status in (403, 507):  # a rule's refusal, with its reason
         state.audit.record(user, "request", f"{request.method} {rest}", outcome="refused",
                            reason=refusal.reason, client_ip=audit.client_ip(request))
         return

@@ -114,10 +114,12 @@ class GuardedKernelManager(AsyncMappingKernelManager):
             policy = state.policy
             if len(self.list_kernel_ids()) >= policy.max_kernels:
                 refusal = messages.refusal("too-many-kernels", count=policy.max_kernels, tier=policy.tier)
+                messages.current_refusal.set(refusal)  # the trail records it with its reason
                 raise web.HTTPError(403, refusal.text)
             used = state.storage.used()
             if used > policy.storage_bytes:
                 refusal = messages.refusal("storage-full-kernel", **storage_values(used))
+                messages.current_refusal.set(refusal)
                 raise web.HTTPError(507, refusal.text)
         kernel_id = await super().start_kernel(kernel_id=kernel_id, path=path, **kwargs)
         self._make_first_to_die(kernel_id)

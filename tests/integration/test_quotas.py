@@ -11,6 +11,7 @@ from hdshub import naming
 from tests.support.kernel_client import execute, listen, start_kernel
 
 from .conftest import SMALL_TIER, new_slug, start_server, stop_server, wait_ready
+from .test_audit import wait_for_event
 
 pytestmark = pytest.mark.docker
 MB = 1024 * 1024
@@ -78,11 +79,14 @@ def test_storage_quota_refuses_writes_warns_and_loses_nothing(small):
     session.delete(f"{url}/api/kernels/{kernel}", timeout=30)
 
 
-def test_kernels_per_server_are_capped(small):
+def test_kernels_per_server_are_capped(hub, small):
     session, url = small["session"], small["url"]
     kernels = [start_kernel(session, url) for _ in range(2)]
     third = session.post(f"{url}/api/kernels", json={"name": "python3"}, timeout=60)
     assert third.status_code == 403 and SMALL_TIER in third.json()["message"], third.text
+    # The refusal is in the trail with its reason, like every other refusal of the guard.
+    wait_for_event(hub, small["slug"], action="request", outcome="refused", target="POST api/kernels",
+                   details={"reason": "too-many-kernels"})
     for kernel in kernels:
         session.delete(f"{url}/api/kernels/{kernel}", timeout=30)
 
