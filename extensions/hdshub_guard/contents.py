@@ -61,32 +61,29 @@ class GuardedContentsManager(AsyncLargeFileManager):
         return model
 
     def _check_read(self, path: str) -> None:
-        """Files only (a directory's content is a listing of names): raw data, too large for
-        a browser, or an exact copy of a raw dataset."""
+        """Before anything is read: a file too large for a browser. Whether it is raw data or
+        an exact copy of a dataset is judged on the file actually opened (_check_opened): by
+        its descriptor, with no path left to race against and no path resolution to pay for
+        on every read. A directory's content is a listing of names, of raw data too."""
         judge = self.judge
         try:
             info = os.stat(judge.named_path(path))
         except OSError:
             return  # the manager answers 404 itself
-        if stat.S_ISDIR(info.st_mode):
-            return  # a listing, of raw data too: names only, resolving links is not needed
-        os_path, raw = judge.resolve(path)
-        if raw:
+        if stat.S_ISDIR(info.st_mode) or info.st_size <= self.guard_policy.read_max_bytes:
+            return
+        if judge.resolve(path)[1]:  # a large raw file: say why it is refused, not its size
             raise refuse(messages.refusal("raw-data"))
-        if info.st_size > self.guard_policy.read_max_bytes:
-            raise refuse(messages.refusal(
-                "read-too-large", size=messages.human_size(info.st_size),
-                limit=messages.human_size(self.guard_policy.read_max_bytes)))
-        copied = judge.copied_dataset(os_path, info.st_size)
-        if copied:
-            raise refuse(messages.refusal("raw-data-copy", name=copied))
+        raise refuse(messages.refusal(
+            "read-too-large", size=messages.human_size(info.st_size),
+            limit=messages.human_size(self.guard_policy.read_max_bytes)))
 
     @contextmanager
     def open(self, os_path, *args, **kwargs):
         """Every read of a file's content opens it here (jupyter-server's _read_file, for
-        files and notebooks alike). The opened file is judged again by its descriptor: a
-        link swapped by a kernel between the check on the path (_check_read) and this open
-        still cannot hand out raw data or an exact copy of it."""
+        files and notebooks alike), and the opened file is judged here by its descriptor: a
+        link, or a link a kernel swaps while the server reads, cannot hand out raw data or an
+        exact copy of it."""
         mode = args[0] if args else kwargs.get("mode", "r")
         with super().open(os_path, *args, **kwargs) as f:
             if "r" in mode:

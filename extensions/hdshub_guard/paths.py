@@ -7,6 +7,7 @@ work/ cannot reach raw data: it is a separate read-only mount, and link() never 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import posixpath
@@ -18,7 +19,8 @@ from .policy import Policy
 DECODE_ROUNDS = 3
 
 
-def spellings(path: str) -> list[str]:
+@functools.lru_cache(maxsize=1024)  # the gate, the contents rules and the trail ask each request's
+def spellings(path: str) -> tuple[str, ...]:
     """The path as given and every percent-decoding of it, normalised ('//', '.', '..')."""
     seen = []
     current = path
@@ -30,7 +32,7 @@ def spellings(path: str) -> list[str]:
         if decoded == current:
             break
         current = decoded
-    return seen
+    return tuple(seen)
 
 
 class PathJudge:
@@ -38,6 +40,7 @@ class PathJudge:
         self.root = os.path.realpath(root_dir)
         self.policy = policy
         self.raw_root = os.path.realpath(os.path.join(self.root, policy.raw_data_dir))
+        self._raw_name = policy.raw_data_dir.casefold()
 
     def os_path(self, api_path: str) -> str:
         """Where the path really points (every link resolved): what decisions are made on.
@@ -67,8 +70,9 @@ class PathJudge:
             return True
         # Case tricks: the file system is case-sensitive, but a client or a future mount
         # may not be; refuse any spelling that only differs by case.
-        rel = os.path.relpath(real, self.root)
-        return rel.split(os.sep)[0].casefold() == self.policy.raw_data_dir.casefold()
+        if not real.startswith(self.root + os.sep):
+            return False  # outside the root: not a path under data/ whatever its case
+        return real[len(self.root) + 1:].split(os.sep, 1)[0].casefold() == self._raw_name
 
     def is_raw_file(self, api_path: str) -> bool:
         return self.is_raw(api_path) and not os.path.isdir(self.os_path(api_path))

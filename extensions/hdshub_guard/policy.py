@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 POLICY_PATH_ENV = "HDSHUB_POLICY_PATH"
 DEFAULT_POLICY_PATH = "/etc/hdshub/policy.json"
@@ -40,11 +41,12 @@ class Policy:
     max_age_seconds: int
     memory_bytes: int
 
-    @property
+    # Asked on every read: computed once (the policy never changes in a running server).
+    @cached_property
     def dataset_sizes(self) -> frozenset[int]:
         return frozenset(int(d["size"]) for d in self.datasets)
 
-    @property
+    @cached_property
     def dataset_digests(self) -> dict[str, str]:
         return {d["sha256"]: d["name"] for d in self.datasets}
 

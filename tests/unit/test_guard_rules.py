@@ -230,6 +230,25 @@ def test_a_link_swapped_after_the_check_still_reads_nothing_raw(manager, root, m
     refused(manager.get("work/swap.txt", type="file", format="base64"), refusal)
 
 
+def test_a_large_raw_file_behind_a_link_is_refused_as_raw_data_not_for_its_size(manager, root, policy, monkeypatch):
+    """Raw data is judged on the opened file; a file too large to open is refused before,
+    and when it is raw data the refusal says so (the user learns the rule, not a size)."""
+    big = root / "data/big.csv"
+    big.write_bytes(b"a" * (policy.read_max_bytes + 1))
+    os.symlink(big, root / "work/big-link.csv")
+    refused(manager.get("work/big-link.csv"), "ne quittent pas")
+    (root / "work/big-own.csv").write_bytes(b"a" * (policy.read_max_bytes + 1))
+    refused(manager.get("work/big-own.csv"), "dépasse la taille")
+
+
+def test_case_tricks_are_judged_on_the_first_folder_under_the_root_only(judge, root):
+    (root / "work/Data").mkdir()
+    assert judge.is_raw_real(str(root / "DATA/x.csv")) and judge.is_raw_real(str(root / "data"))
+    assert not judge.is_raw_real(str(root / "work/Data/x.csv"))
+    assert not judge.is_raw_real(str(root.parent / "data/x.csv"))  # outside the root
+    assert not judge.is_raw_real(str(root))
+
+
 def test_manager_caps_uploads_notebooks_and_reads(manager, root, policy):
     def upload(name, data, **extra):
         return manager.save({"type": "file", "format": "base64",
