@@ -230,6 +230,29 @@ def test_a_link_swapped_after_the_check_still_reads_nothing_raw(manager, root, m
     refused(manager.get("work/swap.txt", type="file", format="base64"), refusal)
 
 
+def test_a_saves_body_bounds_the_notebooks_size_but_never_lets_a_large_one_by(manager, root, policy):
+    """A PUT's body holds the notebook's compact JSON and more: within the limit it spares
+    serialising the notebook; over it (spaces, escapes) the size is computed. A copy's body
+    says nothing of the notebook it copies."""
+    from types import SimpleNamespace
+
+    from hdshub_guard.contents import handled_request, notebook_size
+
+    small = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    exact = len(json.dumps(small, separators=(",", ":")).encode())
+    put = SimpleNamespace(method="PUT", body=json.dumps({"type": "notebook", "content": small}).encode())
+    assert notebook_size(small) == exact and notebook_size(small, put) == len(put.body) >= exact
+    padded = SimpleNamespace(method="PUT", body=b" " * (policy.notebook_max_bytes + 1))
+    handled_request.set(padded)
+    run(manager.save({"type": "notebook", "content": small}, "work/padded.ipynb"))  # judged exactly
+    big = {**small, "cells": [{"cell_type": "markdown", "metadata": {},
+                               "source": "x" * (policy.notebook_max_bytes + 1)}]}
+    handled_request.set(SimpleNamespace(method="POST", body=b'{"copy_from": "work/big.ipynb"}'))
+    refused(manager.save({"type": "notebook", "content": big}, "work/copy.ipynb"), "Effacer les sorties")
+    assert not (root / "work/copy.ipynb").exists()
+    handled_request.set(None)
+
+
 def test_a_large_raw_file_behind_a_link_is_refused_as_raw_data_not_for_its_size(manager, root, policy, monkeypatch):
     """Raw data is judged on the opened file; a file too large to open is refused before,
     and when it is raw data the refusal says so (the user learns the rule, not a size)."""
