@@ -51,6 +51,8 @@ TEMPLATE_NAME = "hdshub-report"
 PROGRESS_MARKER = "HDSHUB-REPORT-PROGRESS "
 RESULT_MARKER = "HDSHUB-REPORT-RESULT "
 SPEC_VARIABLE = "HDSHUB_REPORT_SPEC"
+#: Written last into a kit environment volume (kit_environments.READY_FILE on the hub side).
+ENVIRONMENT_READY_FILE = ".hdshub-environment-ready"
 EXIT_OK, EXIT_FAILED, EXIT_TIME_LIMIT = 0, 1, 3
 MATPLOTLIB_PREBUILT = Path("/opt/hdshub/matplotlib")
 #: R's libraries in the r-stats kit (Debian's layout), in .libPaths() order.
@@ -297,6 +299,7 @@ def run(spec: dict) -> tuple[dict, int]:
         "source_sha256": sha256_of(notebook), "parameters": spec["parameters"],
         "requested_by": spec["requested_by"], "kit": spec["kit"], "image": spec["image"],
         "image_id": spec["image_id"], "image_content_hash": spec.get("image_content_hash", ""),
+        "environment_volume": spec.get("environment_volume", ""),
         "started_at": started,
         "data": data_files(), "packages": packages,  # filled in the background
     }
@@ -359,11 +362,21 @@ def finalize(staging: Path, name: str, provenance: dict) -> None:
     staging.rename(REPORTS_DIR / name)
 
 
+def environment_ready(spec: dict, prefix: Path = Path(sys.prefix)) -> bool:
+    """The kit environment the hub mounted from a volume (hub_config/hdshub/kit_environments.py)
+    is a whole copy: the hub writes ENVIRONMENT_READY_FILE last. True without such a volume."""
+    return not spec.get("environment_volume") or (prefix / ENVIRONMENT_READY_FILE).is_file()
+
+
 def main() -> int:
     try:
         spec = json.loads(os.environ[SPEC_VARIABLE])
     except (KeyError, ValueError) as error:
         print(f"hdshub report: no valid run in {SPEC_VARIABLE} ({error!r})", file=sys.stderr)
+        return 2
+    if not environment_ready(spec):
+        print(f"hdshub report: the kit environment volume {spec['environment_volume']} is an incomplete "
+              "copy; remove it and the hub copies it again", file=sys.stderr)
         return 2
     provenance, status = run(spec)
     emit(RESULT_MARKER, provenance)

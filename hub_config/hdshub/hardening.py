@@ -8,7 +8,7 @@ what to do.
 
 from __future__ import annotations
 
-from . import naming
+from . import images, kit_environments, naming
 from .tiers import TierLimits
 
 NOTEBOOK_USER = "1000:1000"
@@ -28,6 +28,9 @@ DASHBOARD_HOST_MOUNTS = {"/opt/hdshub/share/voila/templates"}
 REPORT_PURPOSE = "report-run"
 REPORT_MOUNTS = {"/home/jovyan/data": False, "/home/jovyan/work": False, "/home/jovyan/outputs": True}
 REPORT_HOST_MOUNTS = {"/opt/hdshub/guard", "/opt/hdshub/share/reports", "/opt/hdshub/share/nbconvert/templates"}
+# ... and may read its kit's packages from the environment volume of its own image
+# (kit_environments.py), read-only.
+REPORT_ENVIRONMENT_MOUNT = "/opt/hdshub/venv"
 
 
 def container_problems(attrs: dict, slug: str, limits: TierLimits | None) -> list[str]:
@@ -69,6 +72,13 @@ def container_problems(attrs: dict, slug: str, limits: TierLimits | None) -> lis
     host_mounts = (REPORT_HOST_MOUNTS if report else
                    GUARD_MOUNTS | (DASHBOARD_HOST_MOUNTS if dashboard else set()))
     expected = set(volume_mounts) | host_mounts
+    if report and REPORT_ENVIRONMENT_MOUNT in mounts:
+        expected.add(REPORT_ENVIRONMENT_MOUNT)
+        environment, labels = mounts[REPORT_ENVIRONMENT_MOUNT], config.get("Labels") or {}
+        own = kit_environments.volume_name(labels.get(images.NAME_LABEL, "?"), labels.get(images.HASH_LABEL, "?"))
+        expect(environment.get("Name") == own and environment.get("RW") is False,
+               f"{REPORT_ENVIRONMENT_MOUNT} is {environment.get('Name')!r}"
+               f"{'' if environment.get('RW') is False else ', writable'}, not its image's environment {own!r}, read-only")
     expect(set(mounts) == expected, f"mounts {sorted(mounts)}, expected {sorted(expected)}")
     for destination in host_mounts & set(mounts):
         expect(mounts[destination].get("RW") is False, f"{destination} (from the hub's release) is writable")

@@ -508,4 +508,20 @@ def build_images(
         client.api.tag(image_id, spec.repository, "latest")
         progress(f"[{name}] built {tag} in {time.monotonic() - started:.0f} s")
         results.append(BuildResult(name, tag, "built"))
+    _ensure_kit_environments(client, [name for name in order if specs[name].kind == "kit"], hashes, specs, progress)
     return results
+
+
+def _ensure_kit_environments(client, kits: list[str], hashes: dict[str, str], specs: dict[str, ImageSpec],
+                             progress: Progress) -> None:
+    """Each kit's environment volume for report runs (kit_environments.py), made now rather
+    than at the first report; those of older builds of the kit go."""
+    from . import kit_environments
+
+    for kit in kits:
+        tag = f"{specs[kit].repository}:{hashes[kit][:HASH_TAG_LENGTH]}"
+        started = time.monotonic()
+        name = kit_environments.ensure(client, kit, tag)
+        for old in kit_environments.prune(client, kit, keep=name):
+            progress(f"[{kit}] removed the environment volume of an older build: {old}")
+        progress(f"[{kit}] environment volume for reports: {name} ({time.monotonic() - started:.0f} s)")

@@ -32,7 +32,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from . import audit_log, containers, hardening, images, naming, project_resources
+from . import audit_log, containers, hardening, images, kit_environments, naming, project_resources
 from .reports import TEMPLATES_DIR
 
 PURPOSE = hardening.REPORT_PURPOSE
@@ -110,7 +110,7 @@ def mounts(volumes: dict[str, str], templates: Path = TEMPLATES_DIR) -> tuple[di
 
 
 def runner_spec(run: ReportRun, kit: str, image: str, image_id: str, content_hash: str = "",
-                time_limit: float = TIME_LIMIT_SECONDS) -> dict:
+                time_limit: float = TIME_LIMIT_SECONDS, environment_volume: str = "") -> dict:
     """What report_runner.py reads from HDSHUB_REPORT_SPEC. `source_ip` is for the hub
     only: a later hub process records the run's end from it (adopted_run)."""
     source = run.source
@@ -122,7 +122,8 @@ def runner_spec(run: ReportRun, kit: str, image: str, image_id: str, content_has
     return {"run": run.run, "project": run.project, "source": source, "notebook": notebook,
             "cwd": cwd, "parameters": run.parameters, "requested_by": run.requested_by,
             "title": run.title, "kit": kit, "image": image, "image_id": image_id,
-            "image_content_hash": content_hash, "time_limit_seconds": int(time_limit),
+            "image_content_hash": content_hash, "environment_volume": environment_volume,
+            "time_limit_seconds": int(time_limit),
             "source_ip": run.source_ip}
 
 
@@ -134,7 +135,13 @@ def create_container(client: docker.DockerClient, run: ReportRun, tier: dict, ki
     except docker.errors.ImageNotFound:
         raise RuntimeError(f"image {image} of kit {kit} is missing: run 'hdshub images build'") from None
     read_write, read_only = mounts(volumes)
-    spec = runner_spec(run, kit, image, found.id, (found.labels or {}).get(images.HASH_LABEL, ""), time_limit)
+    # The kit's packages from a volume: a fresh container reads them faster there
+    # (kit_environments.py); it holds exactly this image's.
+    environment = kit_environments.ensure(client, kit, image)
+    if environment is not None:
+        read_only[environment] = kit_environments.ENVIRONMENT_PATH
+    spec = runner_spec(run, kit, image, found.id, (found.labels or {}).get(images.HASH_LABEL, ""), time_limit,
+                       environment or "")
     return client.containers.create(
         image, ["python3", "-m", "hdshub_kit.report_runner"],
         name=container_name(run.project, run.run),

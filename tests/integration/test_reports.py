@@ -15,7 +15,7 @@ import time
 import docker
 import pytest
 
-from hdshub import demo, images, naming, project_resources, report_runs
+from hdshub import demo, images, kit_environments, naming, project_resources, report_runs
 from hdshub.hardening import container_problems
 from hdshub.kits import load_kits
 from hdshub.tiers import enforced, load_tiers
@@ -125,6 +125,7 @@ def test_each_template_delivers_notebook_html_pdf_and_provenance(
     image = docker_client.images.get("hdshub/python-stats:latest")
     assert provenance["image_id"] == image.id and provenance["exit_code"] == 0
     assert provenance["image_content_hash"] == image.labels[images.HASH_LABEL] != ""
+    assert provenance["environment_volume"] == kit_environments.volume_name("python-stats", image.labels[images.HASH_LABEL])
     assert provenance["packages"]["python"]["papermill"] and provenance["packages"]["python"]["lifelines"]
     (data,) = provenance["data"]
     raw = cohort(tmp_path)
@@ -297,6 +298,11 @@ def test_the_run_container_is_locked_down_and_alone(hub, docker_client, project,
     (container,) = containers
     assert container_problems(container.attrs, project.slug, load_tiers()["public"].limits) == []
     assert container.attrs["HostConfig"]["NetworkMode"] == "none"
+    # The kit's packages come from its image's environment volume, read-only.
+    environment = {m["Destination"]: m for m in container.attrs["Mounts"]}["/opt/hdshub/venv"]
+    content = docker_client.images.get("hdshub/python-stats:latest").labels[images.HASH_LABEL]
+    assert environment["Name"] == kit_environments.volume_name("python-stats", content)
+    assert environment["RW"] is False
 
     second = session.post(url, json={"notebook": "descriptive"}, timeout=30)
     assert second.status_code == 409 and run in second.json()["message"]
@@ -331,6 +337,10 @@ def test_a_run_the_hub_lost_blocks_the_next_and_what_it_left_is_settled(hub, doc
     session = hub.as_user(project.tokens["rstat"])
     url = f"{hub.public_url}/hub/api/hdshub/reports/{project.slug}"
     try:
+        deadline = time.monotonic() + 30  # what it leaves is written before it dies
+        while orphan.exec_run(["test", "-f", f"/outputs/reports/.partial-{lost}/{lost}.ipynb"]).exit_code:
+            assert time.monotonic() < deadline, "the lost run never wrote its partial notebook"
+            time.sleep(0.1)
         refused = session.post(url, json={"notebook": "descriptive"}, timeout=30)
         assert refused.status_code == 409 and lost in refused.json()["message"], refused.text
         assert "redémarrage du hub" in refused.json()["message"]

@@ -11,7 +11,7 @@ from argparse import Namespace
 
 import pytest
 
-from hdshub import hardening, report_cli, report_runs, reports
+from hdshub import hardening, images, kit_environments, report_cli, report_runs, reports
 from hdshub_kit import report_runner
 from hdshub.cli import build_parser
 
@@ -144,6 +144,42 @@ def test_report_container_mounts_are_what_the_hardening_check_expects():
     assert set(read_only.values()) == ({p for p, rw in hardening.REPORT_MOUNTS.items() if not rw}
                                        | hardening.REPORT_HOST_MOUNTS)
     assert read_only["hds-p-data"] == "/home/jovyan/data"
+
+
+def report_attrs(environment: dict | None) -> dict:
+    """`docker inspect` of a report container as create_container makes it."""
+    read_write, read_only = report_runs.mounts({"data": "hds-p-data", "work": "hds-p-work", "outputs": "hds-p-outputs"})
+    mounts = [{"Destination": path, "Name": source, "Source": source, "RW": True} for source, path in read_write.items()]
+    mounts += [{"Destination": path, "Name": source, "Source": source, "RW": False} for source, path in read_only.items()]
+    if environment is not None:
+        mounts.append({"Destination": "/opt/hdshub/venv", **environment})
+    return {"Name": "/hds-p-report-x", "Mounts": mounts, "Config": {
+        "User": "1000:1000", "Env": [], "Labels": {"org.hdshub.purpose": hardening.REPORT_PURPOSE,
+                                                    images.NAME_LABEL: "python-stats", images.HASH_LABEL: "ab" * 32}},
+        "HostConfig": {"CapDrop": ["ALL"], "SecurityOpt": ["no-new-privileges:true"], "ReadonlyRootfs": True,
+                       "Tmpfs": {"/tmp": "", "/home/jovyan": ""}, "Privileged": False, "PidMode": "",
+                       "IpcMode": "private", "UsernsMode": "", "NetworkMode": "none", "Memory": 1,
+                       "MemorySwap": 1, "CpuQuota": 1, "CpuPeriod": 1, "PidsLimit": 1}}
+
+
+def test_a_report_reads_only_its_own_images_environment_volume_read_only():
+    own = kit_environments.volume_name("python-stats", "ab" * 32)
+    assert own == "hdshub-env-python-stats-abababababab"
+    assert hardening.container_problems(report_attrs(None), "p", None) == []
+    assert hardening.container_problems(report_attrs({"Name": own, "RW": False}), "p", None) == []
+    other = kit_environments.volume_name("python-stats", "cd" * 32)
+    for wrong in ({"Name": other, "RW": False}, {"Name": own, "RW": True}):
+        (problem,) = hardening.container_problems(report_attrs(wrong), "p", None)
+        assert "/opt/hdshub/venv" in problem and own in problem
+
+
+def test_the_runner_refuses_an_environment_volume_copied_only_in_part(tmp_path):
+    spec = {"environment_volume": "hdshub-env-python-stats-abababababab"}
+    assert not report_runner.environment_ready(spec, tmp_path)
+    (tmp_path / report_runner.ENVIRONMENT_READY_FILE).touch()
+    assert report_runner.environment_ready(spec, tmp_path)
+    assert report_runner.environment_ready({"environment_volume": ""}, tmp_path / "absent")
+    assert report_runner.ENVIRONMENT_READY_FILE == kit_environments.READY_FILE  # one format, two sides
 
 
 def test_work_notebooks_run_in_their_folder_templates_in_home():
