@@ -10,7 +10,9 @@ interleaved rounds after one warm-up round: GET of a notebook (what JupyterLab d
 opening one), PUT of it (a save, which the guard traces with a sha256), and a directory
 listing. "slower_percent" is the median over rounds of each round's own guard/no-guard ratio;
 "cpu_slower_percent" compares the CPU time each container's cgroup counted per request, which
-other work on the machine disturbs far less than it disturbs rates.
+other work on the machine disturbs far less than it disturbs rates. "hub_cpu_ms_per_request"
+is what the hub (and its proxy) spent meanwhile: the guard's audit events are chained and
+stored there, on the same machine.
 
 Prints one JSON object. Usage: .venv/bin/python benchmarks/guard.py [--requests 300] [--rounds 7]
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -89,9 +92,32 @@ def wait_up(url: str, session: requests.Session) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def tree_cpu_ms(root_pid: int) -> float:
+    """CPU milliseconds used so far by a process and its descendants (the hub and its proxy):
+    the audit trail the guard feeds costs the hub CPU on the same machine."""
+    parents, times = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = int(fields[11]) + int(fields[12])
+    tree, grown = {root_pid}, True
+    while grown:
+        found = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= found
+        grown = bool(found)
+    return sum(times.get(pid, 0) for pid in tree) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def rate(session: requests.Session, url: str, kind: str, n: int, workers: int = 4,
-         container_id: str | None = None) -> tuple[float, float | None]:
-    """(requests per second, container CPU milliseconds per request or None)."""
+         container_id: str | None = None, hub_pid: int | None = None) -> tuple[float, float | None, float | None]:
+    """(requests per second, container CPU milliseconds per request or None, the hub's CPU
+    milliseconds per request meanwhile or None)."""
     target = url + "api/contents/work/bench.ipynb"
 
     def one(_):
@@ -104,13 +130,15 @@ def rate(session: requests.Session, url: str, kind: str, n: int, workers: int = 
         assert reply.status_code in (200, 201), reply.text[:200]
 
     cpu_before = read_cgroup(container_id) if container_id else None
+    hub_before = tree_cpu_ms(hub_pid) if hub_pid else None
     started = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, range(n)))
     elapsed = time.perf_counter() - started
     cpu_after = read_cgroup(container_id) if container_id else None
     cpu_ms = (cpu_after[0] - cpu_before[0]) / n / 1e6 if cpu_before and cpu_after else None
-    return n / elapsed, cpu_ms
+    hub_ms = (tree_cpu_ms(hub_pid) - hub_before) / n if hub_pid else None
+    return n / elapsed, cpu_ms, hub_ms
 
 
 def main() -> None:
@@ -161,11 +189,14 @@ def main() -> None:
                 rate(session, urls[variant], kind, args.requests // 5)
         containers = {"guard": guarded.id, "no-guard": twins[0].id}
         cpu: dict[str, dict[str, list[float]]] = {k: {"guard": [], "no-guard": []} for k in figures}
+        hub_cpu: dict[str, dict[str, list[float]]] = {k: {"guard": [], "no-guard": []} for k in figures}
         for round_number in range(args.rounds):
             order = ("no-guard", "guard") if round_number % 2 == 0 else ("guard", "no-guard")
             for kind in figures:
                 for variant in order:
-                    per_second, cpu_ms = rate(session, urls[variant], kind, args.requests, container_id=containers[variant])
+                    per_second, cpu_ms, hub_ms = rate(session, urls[variant], kind, args.requests,
+                                                      container_id=containers[variant], hub_pid=hub.process.pid)
+                    hub_cpu[kind][variant].append(hub_ms)
                     figures[kind][variant].append(per_second)
                     if cpu_ms is not None:
                         cpu[kind][variant].append(cpu_ms)
@@ -181,6 +212,8 @@ def main() -> None:
                             "target_slower_percent": 5.0,
                             "rounds_guard": [round(v, 1) for v in variants["guard"]],
                             "rounds_no_guard": [round(v, 1) for v in variants["no-guard"]]}
+            result[kind].update({f"hub_cpu_ms_per_request_{v.replace('-', '_')}": round(statistics.median(hub_cpu[kind][v]), 3)
+                                 for v in ("guard", "no-guard")})
             if cpu[kind]["guard"] and cpu[kind]["no-guard"]:
                 with_cpu, without_cpu = statistics.median(cpu[kind]["guard"]), statistics.median(cpu[kind]["no-guard"])
                 result[kind].update({"cpu_ms_per_request_guard": round(with_cpu, 3),
