@@ -209,6 +209,11 @@ def main() -> None:
             result[kind] = {"req_per_s_guard": round(with_guard, 1), "req_per_s_no_guard": round(without, 1),
                             "slower_percent": round(statistics.median(slower), 1),
                             "slower_percent_rounds_min_max": [round(slower[0], 1), round(slower[-1], 1)],
+                            # The rounds' mean and its standard error: how far the figure
+                            # can be trusted on this machine.
+                            "slower_percent_mean": round(statistics.mean(slower), 1),
+                            "slower_percent_standard_error": round(
+                                statistics.stdev(slower) / len(slower) ** 0.5, 1) if len(slower) > 1 else None,
                             "target_slower_percent": 5.0,
                             "rounds_guard": [round(v, 1) for v in variants["guard"]],
                             "rounds_no_guard": [round(v, 1) for v in variants["no-guard"]]}
