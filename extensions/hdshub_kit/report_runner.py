@@ -54,6 +54,8 @@ SPEC_VARIABLE = "HDSHUB_REPORT_SPEC"
 #: Written last into a kit environment volume (kit_environments.READY_FILE on the hub side).
 ENVIRONMENT_READY_FILE = ".hdshub-environment-ready"
 EXIT_OK, EXIT_FAILED, EXIT_TIME_LIMIT = 0, 1, 3
+#: Longest a running report goes without its executed notebook written (throttle_saves).
+SAVE_SECONDS = 5.0
 MATPLOTLIB_PREBUILT = Path("/opt/hdshub/matplotlib")
 #: R's libraries in the r-stats kit (Debian's layout), in .libPaths() order.
 R_LIBRARIES = ("/usr/local/lib/R/site-library", "/usr/lib/R/site-library", "/usr/lib/R/library")
@@ -133,6 +135,33 @@ def follow_cells(current: dict) -> None:
         return started(self, cell, cell_index=cell_index, **kwargs)
 
     NotebookExecutionManager.cell_start = cell_start
+
+
+def throttle_saves(interval: float = SAVE_SECONDS, manager=None) -> None:
+    """papermill writes the whole notebook, validated, as every cell starts and as it ends:
+    twice a cell, most of it for nothing on a short report. Here it is written at the start,
+    then at most every `interval` seconds while cells run, and always at the end (papermill's
+    notebook_complete, reached after a failing cell too). A run stopped at its time limit
+    keeps a notebook at most that old. (`manager`: papermill's NotebookExecutionManager.)"""
+    if manager is None:
+        from papermill.engines import NotebookExecutionManager as manager
+
+    save, complete = manager.save, manager.notebook_complete
+    last = {"at": None}
+
+    def throttled(self, **kwargs):
+        now = time.monotonic()
+        if last["at"] is None or now - last["at"] >= interval or getattr(self, "hdshub_ending", False):
+            last["at"] = now
+            return save(self, **kwargs)
+        return None
+
+    def notebook_complete(self, **kwargs):
+        self.hdshub_ending = True
+        return complete(self, **kwargs)
+
+    manager.save = throttled
+    manager.notebook_complete = notebook_complete
 
 
 def failure_of(error, current: dict) -> dict:
@@ -323,6 +352,7 @@ def run(spec: dict) -> tuple[dict, int]:
     durations = {"prepare": time.monotonic() - clock}
     executed = staging / f"{name}.ipynb"
     follow_cells(current)
+    throttle_saves()
     error = None
     try:
         papermill.execute_notebook(

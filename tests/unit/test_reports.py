@@ -173,6 +173,30 @@ def test_a_report_reads_only_its_own_images_environment_volume_read_only():
         assert "/opt/hdshub/venv" in problem and own in problem
 
 
+def test_the_executed_notebook_is_written_at_the_start_now_and_then_and_always_at_the_end(monkeypatch):
+    """papermill's two writes per cell, throttled: the first one and the last one always."""
+    clock = {"now": 100.0}
+    monkeypatch.setattr(report_runner.time, "monotonic", lambda: clock["now"])
+
+    class Manager:  # papermill's NotebookExecutionManager, as far as saving goes
+        def __init__(self):
+            self.saved = []
+
+        def save(self, **kwargs):
+            self.saved.append(clock["now"])
+
+        def notebook_complete(self, **kwargs):
+            self.save()
+
+    report_runner.throttle_saves(5.0, Manager)
+    manager = Manager()
+    for step in range(30):  # a cell starts or ends every 0.25 s
+        manager.save()
+        clock["now"] += 0.25
+    manager.notebook_complete()  # 2.5 s after the last write: written because it is the end
+    assert manager.saved == [100.0, 105.0, 107.5]
+
+
 def test_the_runner_refuses_an_environment_volume_copied_only_in_part(tmp_path):
     spec = {"environment_volume": "hdshub-env-python-stats-abababababab"}
     assert not report_runner.environment_ready(spec, tmp_path)
