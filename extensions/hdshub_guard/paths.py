@@ -77,16 +77,15 @@ class PathJudge:
     def is_raw_file(self, api_path: str) -> bool:
         return self.is_raw(api_path) and not os.path.isdir(self.os_path(api_path))
 
-    def copied_dataset(self, os_path: str, size: int | None = None) -> str | None:
+    def copied_dataset(self, os_path: str) -> str | None:
         """The name of the raw dataset this file is a byte-for-byte copy of, if any.
 
-        Only files whose size equals a dataset's are hashed, so ordinary reads cost one stat.
+        Only files whose size equals a dataset's are hashed, so most files cost one stat.
         """
-        if size is None:
-            try:
-                size = os.stat(os_path).st_size
-            except OSError:
-                return None
+        try:
+            size = os.stat(os_path).st_size
+        except OSError:
+            return None
         if size not in self.policy.dataset_sizes:
             return None
         try:

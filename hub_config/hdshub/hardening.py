@@ -30,7 +30,7 @@ REPORT_MOUNTS = {"/home/jovyan/data": False, "/home/jovyan/work": False, "/home/
 REPORT_HOST_MOUNTS = {"/opt/hdshub/guard", "/opt/hdshub/share/reports", "/opt/hdshub/share/nbconvert/templates"}
 # ... and may read its kit's packages from the environment volume of its own image
 # (kit_environments.py), read-only.
-REPORT_ENVIRONMENT_MOUNT = "/opt/hdshub/venv"
+REPORT_ENVIRONMENT_MOUNT = kit_environments.ENVIRONMENT_PATH
 
 
 def container_problems(attrs: dict, slug: str, limits: TierLimits | None) -> list[str]:

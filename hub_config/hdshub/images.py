@@ -521,7 +521,7 @@ def _ensure_kit_environments(client, kits: list[str], hashes: dict[str, str], sp
     for kit in kits:
         tag = f"{specs[kit].repository}:{hashes[kit][:HASH_TAG_LENGTH]}"
         started = time.monotonic()
-        name = kit_environments.ensure(client, kit, tag)
+        name = kit_environments.ensure(client, kit, client.images.get(tag))
         for old in kit_environments.prune(client, kit, keep=name):
             progress(f"[{kit}] removed the environment volume of an older build: {old}")
         progress(f"[{kit}] environment volume for reports: {name} ({time.monotonic() - started:.0f} s)")

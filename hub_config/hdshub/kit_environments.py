@@ -43,12 +43,12 @@ def volume_name(kit: str, content_hash: str) -> str:
     return f"{PREFIX}{kit}-{content_hash[:images.HASH_TAG_LENGTH]}"
 
 
-def ensure(client: docker.DockerClient, kit: str, image: str) -> str | None:
-    """The name of the ready environment volume of `image` (kit `kit`), copied now if
-    needed (about 20 s, once per image content); None for an image without hdshub's content
-    label (one from a registry): its runs then read the image's own files."""
-    found = client.images.get(image)
-    content = (found.labels or {}).get(images.HASH_LABEL)
+def ensure(client: docker.DockerClient, kit: str, image) -> str | None:
+    """The name of the ready environment volume of `image` (a docker-py Image of kit `kit`),
+    copied now if needed (about a minute for python-stats, once per image content); None for
+    an image without hdshub's content label (one from a registry): its runs then read the
+    image's own files."""
+    content = (image.labels or {}).get(images.HASH_LABEL)
     if not content:
         return None
     name = volume_name(kit, content)
@@ -66,7 +66,7 @@ def ensure(client: docker.DockerClient, kit: str, image: str) -> str | None:
     return name
 
 
-def _is_ready(client: docker.DockerClient, volume, image: str) -> bool:
+def _is_ready(client: docker.DockerClient, volume, image) -> bool:
     """READY_FILE is in the volume: read on the host when the hub shares the engine's file
     system, else asked of a container that only lists it."""
     mountpoint = Path(volume.attrs.get("Mountpoint") or "/nonexistent")
@@ -76,7 +76,7 @@ def _is_ready(client: docker.DockerClient, volume, image: str) -> bool:
     except PermissionError:
         pass  # a hub that is not root: Docker's folders are closed to it
     try:
-        client.containers.run(image, ["test", "-f", f"{ENVIRONMENT_PATH}/{READY_FILE}"], remove=True,
+        client.containers.run(image.id, ["test", "-f", f"{ENVIRONMENT_PATH}/{READY_FILE}"], remove=True,
                               network_mode="none", volumes={volume.name: {"bind": ENVIRONMENT_PATH, "mode": "ro"}},
                               cap_drop=["ALL"], security_opt=["no-new-privileges:true"])
         return True
@@ -84,13 +84,13 @@ def _is_ready(client: docker.DockerClient, volume, image: str) -> bool:
         return False
 
 
-def _copy(client: docker.DockerClient, name: str, kit: str, content: str, image: str) -> None:
+def _copy(client: docker.DockerClient, name: str, kit: str, content: str, image) -> None:
     """Create the volume, let Docker copy the image's environment into it at the first
     mount, check it imports what reports need, then mark it ready."""
     client.volumes.create(name, labels={PURPOSE_LABEL: PURPOSE, KIT_LABEL: kit, images.HASH_LABEL: content})
     try:
         client.containers.run(
-            image, ["sh", "-c", f"python3 -c '{CHECK_IMPORTS}' && touch {ENVIRONMENT_PATH}/{READY_FILE}"],
+            image.id, ["sh", "-c", f"python3 -c '{CHECK_IMPORTS}' && touch {ENVIRONMENT_PATH}/{READY_FILE}"],
             user="0", remove=True, network_mode="none",
             volumes={name: {"bind": ENVIRONMENT_PATH, "mode": "rw"}},
             cap_drop=["ALL"], security_opt=["no-new-privileges:true"])

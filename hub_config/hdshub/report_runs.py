@@ -137,7 +137,7 @@ def create_container(client: docker.DockerClient, run: ReportRun, tier: dict, ki
     read_write, read_only = mounts(volumes)
     # The kit's packages from a volume: a fresh container reads them faster there
     # (kit_environments.py); it holds exactly this image's.
-    environment = kit_environments.ensure(client, kit, image)
+    environment = kit_environments.ensure(client, kit, found)
     if environment is not None:
         read_only[environment] = kit_environments.ENVIRONMENT_PATH
     spec = runner_spec(run, kit, image, found.id, (found.labels or {}).get(images.HASH_LABEL, ""), time_limit,

@@ -25,7 +25,7 @@ def kit(docker_client):
 
 def test_the_environment_is_the_images_own_copied_once_and_again_when_cut_short(docker_client, kit):
     content = docker_client.images.get(BASE).labels[images.HASH_LABEL]
-    name = kit_environments.ensure(docker_client, kit, BASE)
+    name = kit_environments.ensure(docker_client, kit, docker_client.images.get(BASE))
     assert name == kit_environments.volume_name(kit, content)
     volume = docker_client.volumes.get(name)
     assert volume.attrs["Labels"][images.HASH_LABEL] == content
@@ -39,12 +39,12 @@ def test_the_environment_is_the_images_own_copied_once_and_again_when_cut_short(
         volumes={name: {"bind": "/opt/hdshub/venv", "mode": "ro"}}).decode()
     assert copied.replace(f"./{kit_environments.READY_FILE}\n", "") == listing  # the same files
 
-    assert kit_environments.ensure(docker_client, kit, BASE) == name  # ready: kept as it is
+    assert kit_environments.ensure(docker_client, kit, docker_client.images.get(BASE)) == name  # ready: kept as it is
     assert docker_client.volumes.get(name).attrs["CreatedAt"] == volume.attrs["CreatedAt"]
 
     ready.unlink()  # as a copy cut short leaves it
     (data / "lib").rename(data / "lib-cut")
-    assert kit_environments.ensure(docker_client, kit, BASE) == name
+    assert kit_environments.ensure(docker_client, kit, docker_client.images.get(BASE)) == name
     assert ready.is_file() and (data / "lib").is_dir() and not (data / "lib-cut").exists()
 
 
@@ -55,7 +55,7 @@ def test_a_copy_that_cannot_import_what_reports_need_leaves_no_volume(docker_cli
     docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True)
     try:
         with pytest.raises(docker.errors.ContainerError):
-            kit_environments.ensure(docker_client, kit, tag)
+            kit_environments.ensure(docker_client, kit, docker_client.images.get(tag))
         assert not docker_client.volumes.list(filters={"label": f"{kit_environments.KIT_LABEL}={kit}"})
     finally:
         docker_client.images.remove(tag)
@@ -67,13 +67,13 @@ def test_an_image_from_elsewhere_keeps_its_own_files(docker_client, kit):
     image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True)
     try:
         assert images.HASH_LABEL not in (image.labels or {})
-        assert kit_environments.ensure(docker_client, kit, tag) is None
+        assert kit_environments.ensure(docker_client, kit, docker_client.images.get(tag)) is None
     finally:
         docker_client.images.remove(tag)
 
 
 def test_older_builds_environments_go_and_the_current_stays(docker_client, kit):
-    current = kit_environments.ensure(docker_client, kit, BASE)
+    current = kit_environments.ensure(docker_client, kit, docker_client.images.get(BASE))
     old = docker_client.volumes.create(kit_environments.volume_name(kit, "f" * 64), labels={
         kit_environments.PURPOSE_LABEL: kit_environments.PURPOSE, kit_environments.KIT_LABEL: kit})
     assert kit_environments.prune(docker_client, kit, keep=current) == [old.name]
