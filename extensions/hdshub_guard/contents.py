@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
+import functools
+import hashlib
 import os
 import stat
 from contextlib import contextmanager
 
+import nbformat
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 from tornado import web
 
@@ -31,26 +33,11 @@ written_sha256: contextvars.ContextVar[str | None] = contextvars.ContextVar("hds
 #: The type of what the request being handled read ("directory", "file", "notebook"): the
 #: trail records file reads only, without a second stat.
 read_type: contextvars.ContextVar[str | None] = contextvars.ContextVar("hdshub_read_type", default=None)
-#: The HTTP request being handled (set by the gate for every request; None outside one).
-handled_request: contextvars.ContextVar = contextvars.ContextVar("hdshub_request", default=None)
 
 
 def refuse(refusal: messages.Refusal, status: int = 403) -> web.HTTPError:
     messages.current_refusal.set(refusal)
     return web.HTTPError(status, refusal.text)
-
-
-def notebook_size(content: dict, request=None) -> int:
-    """The notebook's size as compact JSON (UTF-8): what the policy's notebooks.max_bytes
-    counts. A save's (PUT's) request body holds that JSON and more (the model's other keys, any
-    spaces, escapes), so its length bounds the size from above: a body within the limit
-    spares serialising the notebook once more (a third of the guard's cost on a save).
-    Past the limit the size is computed, so a body padded with spaces is judged fairly."""
-    # A PUT's body is the saved model itself; other requests save what they did not send
-    # (a copy saves the file it copies from), so their bodies bound nothing.
-    if request is not None and request.method == "PUT" and request.body:
-        return len(request.body)
-    return len(json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 class GuardedContentsManager(AsyncLargeFileManager):
@@ -118,40 +105,67 @@ class GuardedContentsManager(AsyncLargeFileManager):
         os_path, raw = judge.resolve(path)
         if raw:
             raise refuse(messages.refusal("write-raw-data"))
-        new_size = self._check_size(model, path, judge)
-        if new_size is not None:
-            try:
-                old_size = os.stat(os_path).st_size
-            except OSError:
-                old_size = 0
-            # For a later chunk, new_size already counts what earlier chunks wrote.
-            quota.check_write(guard().storage, new_size, old_size)
-        result = await super().save(model, path)
-        if new_size is not None:
-            guard().storage.wrote(new_size - old_size)
+        if model.get("type") == "notebook":
+            # Measured, counted and hashed as it is written: _save_notebook.
+            return await super().save(model, path)
+        new_size = self._check_file_size(model, path, judge)
+        if new_size is None:
+            return await super().save(model, path)
+        # For a later chunk, new_size already counts what earlier chunks wrote.
+        with self._counted_write(os_path, new_size):
+            result = await super().save(model, path)
         if model.get("chunk") in (None, -1):  # a whole file, or an upload's last chunk
-            # The trail's sha256 is of what the file holds right after this save; a large
-            # file is hashed off the event loop (it would stall every user of the server), a
-            # small one at once (handing it to a thread costs more than hashing it).
-            if new_size is not None and new_size <= INLINE_HASH_BYTES:
-                written_sha256.set(sha256_of(os_path))
-            else:
-                written_sha256.set(await asyncio.get_running_loop().run_in_executor(None, sha256_of, os_path))
+            # The trail's sha256 is of what the file holds right after this save.
+            written_sha256.set(await self._hash(lambda: sha256_of(os_path), new_size))
         return result
 
-    def _check_size(self, model: dict, path: str, judge: PathJudge) -> int | None:
-        """Refuse what the policy's sizes forbid; return the size the file will have."""
+    async def _save_notebook(self, os_path, nb, capture_validation_error=None):
+        """Every notebook written through the server ends here (a save, a copy, a new one).
+
+        The notebook is serialised once, as nbformat writes it, and those bytes are what is
+        judged against notebooks.max_bytes, counted in the storage quota, hashed for the
+        trail and written. The limit so counts a notebook's bytes on disk, as the read limit
+        does: a notebook that could be saved can be opened again, and nothing is serialised
+        twice to be measured. Refused, nothing is written."""
+        text = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+            nbformat.writes, nb, version=nbformat.NO_CONVERT,
+            capture_validation_error=capture_validation_error))
+        data = (text if text.endswith("\n") else text + "\n").encode()
+        limit = self.guard_policy.notebook_max_bytes
+        if len(data) > limit:
+            raise refuse(messages.refusal("notebook-too-large", size=messages.human_size(len(data)),
+                                          limit=messages.human_size(limit)))
+        with self._counted_write(os_path, len(data)):
+            with self.atomic_writing(os_path, text=False) as f:
+                f.write(data)
+        written_sha256.set(await self._hash(lambda: hashlib.sha256(data).hexdigest(), len(data)))
+
+    @contextmanager
+    def _counted_write(self, os_path: str, new_size: int):
+        """Refuse a write that would go over the storage quota, before anything is written;
+        count it once it is done."""
+        try:
+            old_size = os.stat(os_path).st_size
+        except OSError:
+            old_size = 0
+        storage = guard().storage
+        quota.check_write(storage, new_size, old_size)
+        yield
+        storage.wrote(new_size - old_size)
+
+    @staticmethod
+    async def _hash(digest, size: int) -> str | None:
+        """A large file is hashed off the event loop (it would stall every user of the
+        server), a small one at once (handing it to a thread costs more than hashing it)."""
+        if size <= INLINE_HASH_BYTES:
+            return digest()
+        return await asyncio.get_running_loop().run_in_executor(None, digest)
+
+    def _check_file_size(self, model: dict, path: str, judge: PathJudge) -> int | None:
+        """Refuse what the policy's upload rules forbid; return the size the file will have
+        (None for what is not a file with content)."""
         policy = self.guard_policy
         content = model.get("content")
-        if model.get("type") == "notebook" and content is not None:
-            size = notebook_size(content, handled_request.get())
-            if size > policy.notebook_max_bytes:
-                size = notebook_size(content)  # exactly, not bounded by the body
-            if size > policy.notebook_max_bytes:
-                raise refuse(messages.refusal(
-                    "notebook-too-large", size=messages.human_size(size),
-                    limit=messages.human_size(policy.notebook_max_bytes)))
-            return size
         if model.get("type") != "file" or content is None:
             return None
         chunk = model.get("chunk")

@@ -15,7 +15,6 @@ from urllib.parse import parse_qs
 from jupyter_server.base.handlers import JupyterHandler
 
 from . import messages
-from .contents import handled_request
 from .paths import PathJudge, spellings
 
 #: Routes that hand a file to the browser as a download, a page or an export: refused for
@@ -154,7 +153,6 @@ def install(web_app, gate: Gate) -> None:
     lookup = web_app.find_handler
 
     def find_handler(request, **kwargs):
-        handled_request.set(request)  # for the rules judged on the body (contents.py)
         refusal = gate.decide(request.method, request.path, request.query)
         if refusal is not None:
             return web_app.get_handler_delegate(request, RefusalHandler, {"refusal": refusal})

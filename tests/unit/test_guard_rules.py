@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 
+import nbformat
 import pytest
 from tornado import web
 
@@ -230,27 +231,50 @@ def test_a_link_swapped_after_the_check_still_reads_nothing_raw(manager, root, m
     refused(manager.get("work/swap.txt", type="file", format="base64"), refusal)
 
 
-def test_a_saves_body_bounds_the_notebooks_size_but_never_lets_a_large_one_by(manager, root, policy):
-    """A PUT's body holds the notebook's compact JSON and more: within the limit it spares
-    serialising the notebook; over it (spaces, escapes) the size is computed. A copy's body
-    says nothing of the notebook it copies."""
-    from types import SimpleNamespace
+def test_a_notebooks_size_is_its_bytes_on_disk_so_what_was_saved_opens_again(manager, root, policy):
+    """notebooks.max_bytes counts the file nbformat writes (indented), the measure the read
+    limit uses: a notebook whose compact JSON is under the limit but whose file would be over
+    it is refused, and leaves the saved one as it was; one just under opens again. The same
+    bytes are hashed for the trail and counted in the storage quota."""
+    from hdshub_guard.contents import written_sha256
 
-    from hdshub_guard.contents import handled_request, notebook_size
+    object.__setattr__(policy, "notebook_max_bytes", 20_000)
+    object.__setattr__(policy, "read_max_bytes", 20_000)
 
-    small = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-    exact = len(json.dumps(small, separators=(",", ":")).encode())
-    put = SimpleNamespace(method="PUT", body=json.dumps({"type": "notebook", "content": small}).encode())
-    assert notebook_size(small) == exact and notebook_size(small, put) == len(put.body) >= exact
-    padded = SimpleNamespace(method="PUT", body=b" " * (policy.notebook_max_bytes + 1))
-    handled_request.set(padded)
-    run(manager.save({"type": "notebook", "content": small}, "work/padded.ipynb"))  # judged exactly
-    big = {**small, "cells": [{"cell_type": "markdown", "metadata": {},
-                               "source": "x" * (policy.notebook_max_bytes + 1)}]}
-    handled_request.set(SimpleNamespace(method="POST", body=b'{"copy_from": "work/big.ipynb"}'))
-    refused(manager.save({"type": "notebook", "content": big}, "work/copy.ipynb"), "Effacer les sorties")
-    assert not (root / "work/copy.ipynb").exists()
-    handled_request.set(None)
+    def notebook(lines: int) -> dict:
+        # Many short lines: nbformat's indentation adds more to the file than to compact JSON.
+        return {"cells": [{"id": "c1", "cell_type": "markdown", "metadata": {}, "source": ["a\n"] * lines}],
+                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+    def compact(lines: int) -> int:
+        return len(json.dumps(notebook(lines), separators=(",", ":")).encode())
+
+    async def save(model, path):
+        await manager.save(model, path)
+        return written_sha256.get()
+
+    run(manager.save({"type": "notebook", "content": notebook(10)}, "work/n.ipynb"))
+    kept = (root / "work/n.ipynb").read_bytes()
+    over = next(n for n in range(100, 5_000, 10)
+                if compact(n) < 15_000 and len(nbformat.writes(nbformat.from_dict(notebook(n)))) > 20_000)
+    assert compact(over) < policy.notebook_max_bytes  # the old, compact measure let it by
+    refused(manager.save({"type": "notebook", "content": notebook(over)}, "work/n.ipynb"), "Effacer les sorties")
+    assert (root / "work/n.ipynb").read_bytes() == kept
+
+    under = max(n for n in range(10, over, 10)
+                if len(nbformat.writes(nbformat.from_dict(notebook(n)))) + 1 <= 20_000)
+    digest = run(save({"type": "notebook", "content": notebook(under)}, "work/n.ipynb"))
+    on_disk = (root / "work/n.ipynb").read_bytes()
+    assert 19_000 < len(on_disk) <= 20_000 and digest == hashlib.sha256(on_disk).hexdigest()
+    reopened = run(manager.get("work/n.ipynb"))
+    assert len(reopened["content"]["cells"][0]["source"]) > 0
+
+    object.__setattr__(policy, "storage_bytes", len(on_disk) + 100)
+    from hdshub_guard.state import guard
+    guard().storage = quota.StorageMeter(str(root))
+    with pytest.raises(web.HTTPError) as error:  # a new notebook of that size: over the quota
+        run(manager.save({"type": "notebook", "content": notebook(under)}, "work/m.ipynb"))
+    assert error.value.status_code == 507 and not (root / "work/m.ipynb").exists()
 
 
 def test_a_large_raw_file_behind_a_link_is_refused_as_raw_data_not_for_its_size(manager, root, policy, monkeypatch):
@@ -287,8 +311,8 @@ def test_manager_caps_uploads_notebooks_and_reads(manager, root, policy):
     for chunk in (2, -1):  # a client starting anywhere but chunk 1 is held to the same kinds
         refused(upload(f"late{chunk}.exe", b"MZ", chunk=chunk), "« .exe »")
         assert not (root / f"work/late{chunk}.exe").exists()
-    notebook = {"cells": [{"cell_type": "markdown", "source": "x" * (policy.notebook_max_bytes + 1),
-                           "metadata": {}}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    notebook = {"cells": [{"id": "c1", "cell_type": "markdown", "metadata": {},
+                           "source": "x" * (policy.notebook_max_bytes + 1)}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     refused(manager.save({"type": "notebook", "content": notebook}, "work/n.ipynb"), "Effacer les sorties")
     (root / "work/large.txt").write_bytes(b"x" * (policy.read_max_bytes + 1))
     refused(manager.get("work/large.txt"), "dépasse la taille")
@@ -582,3 +606,4 @@ def test_a_flush_sends_what_was_queued_and_leaves_newer_events_for_the_next():
     assert len(client.queue) == 90  # waiting for the next flush, none lost
     run(client.flush())
     assert hub.posts[3:] == [90] and len(client.queue) == 30
+
