@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -23,7 +24,11 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 log = logging.getLogger("hdshub_guard.audit")
 
 AUDIT_PATH = "/hdshub/audit/events"
-BATCH = 100
+#: One delivery's bounds, within what the hub accepts (hdshub.audit_api: 1000 events, 1 MiB):
+#: a post a second carries all a busy server did meanwhile, and no batch of long events
+#: (code excerpts full of escaped characters) can be refused for its size.
+BATCH_EVENTS = 1000
+BATCH_BYTES = 512 * 1024
 QUEUE_MAX = 10_000
 FLUSH_SECONDS = 1.0
 MAX_RETRY_SECONDS = 30.0
@@ -101,10 +106,10 @@ class AuditClient:
                                    "details": {"dropped": dropped}})
         pending = len(self.queue)
         while pending > 0 and self.queue:
-            batch = [self.queue[i] for i in range(min(BATCH, pending, len(self.queue)))]
-            pending -= len(batch)
+            count, body = self._batch(min(pending, BATCH_EVENTS))
+            pending -= count
             request = HTTPRequest(
-                self.url, method="POST", body=json.dumps({"events": batch}),
+                self.url, method="POST", body=body,
                 headers={"Authorization": f"token {self.token}",
                          "Content-Type": "application/json"},
                 request_timeout=10, ssl_options=self.tls,
@@ -114,12 +119,26 @@ class AuditClient:
                 log.warning("hdshub audit: hub answered %s: %s", response.code,
                             (response.body or b"")[:300])
                 if 400 <= response.code < 500 and response.code not in (401, 403, 429):
-                    # A batch the hub will never accept would block the trail: drop it loudly.
-                    for _ in batch:
+                    # A batch the hub will never accept would block the trail: drop it, and
+                    # say so in the trail itself (the next flush sends an audit-overflow).
+                    for _ in range(count):
                         self.queue.popleft()
+                    self.dropped += count
                 return
-            for _ in batch:
+            for _ in range(count):
                 self.queue.popleft()
+
+    def _batch(self, most: int) -> tuple[int, str]:
+        """(how many of the oldest events, the request body carrying them): at most `most`
+        events and BATCH_BYTES, and always at least one (an event is at most some 40 kB)."""
+        parts, size = [], 0
+        for event in itertools.islice(self.queue, most):
+            text = json.dumps(event)  # ASCII: as many bytes as characters
+            if parts and size + len(text) + 1 > BATCH_BYTES:
+                break
+            parts.append(text)
+            size += len(text) + 1
+        return len(parts), '{"events": [' + ",".join(parts) + "]}"
 
 
 def user_name(user) -> str | None:

@@ -158,7 +158,7 @@ def validate(stream: str, event: dict) -> dict:
         raise AuditError(f"event field 'time' {time!r}: expected UTC ISO-8601 such as "
                          "2026-01-31T09:30:00.000000Z")
     try:
-        datetime.strptime(time[:19], "%Y-%m-%dT%H:%M:%S")
+        datetime.fromisoformat(time[:19])  # the pattern holds: only a real date is left to check
     except ValueError:
         raise AuditError(f"event field 'time' {time!r} is not a real date and time") from None
     action = event.get("action")
@@ -184,11 +184,17 @@ def validate(stream: str, event: dict) -> dict:
     }
     if event.get("details"):
         record["details"] = _details(event["details"])
+    return record
+
+
+def _chained(record: dict, seq: int, prev: str) -> tuple[dict, bytes]:
+    """(the record with its chain fields, its line)."""
+    record = {**record, "seq": seq, "prev": prev}
     try:
-        canonical(record)
+        record["hash"] = line_hash(record)
+        return record, canonical(record) + b"\n"
     except (ValueError, UnicodeEncodeError) as error:  # lone surrogates, NaN hidden deeper
         raise AuditError(f"event cannot be written as UTF-8 JSON: {error}") from None
-    return record
 
 
 # -- the store ------------------------------------------------------------------------------
@@ -227,12 +233,12 @@ class AuditTrail:
             lines, payload = [], bytearray()
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 payload += b"\n"  # never continue a cut line: it stays visible, on its own
-            for record in records:
+            for record in records:  # a record that cannot be written fails here, before any write
                 seq += 1
-                record = {**record, "seq": seq, "prev": prev}
-                record["hash"] = prev = line_hash(record)
+                record, line = _chained(record, seq, prev)
+                prev = record["hash"]
                 lines.append(record)
-                payload += canonical(record) + b"\n"
+                payload += line
             try:
                 if os.write(fd, payload) != len(payload):
                     raise OSError("short write (disk full?)")

@@ -599,11 +599,57 @@ def test_a_flush_sends_what_was_queued_and_leaves_newer_events_for_the_next():
 
     client = audit.AuditClient("http://127.0.0.1:9/hub/api", "t")
     hub = client.http = Hub(client)
-    for _ in range(250):
+    for _ in range(2050):
         client.record("alice", "contents-read", "work/a.csv")
     run(client.flush())
-    assert hub.posts == [audit.BATCH, audit.BATCH, 50]
+    assert hub.posts == [audit.BATCH_EVENTS, audit.BATCH_EVENTS, 50]
     assert len(client.queue) == 90  # waiting for the next flush, none lost
     run(client.flush())
     assert hub.posts[3:] == [90] and len(client.queue) == 30
 
+
+def test_batches_of_long_events_stay_within_what_the_hub_accepts():
+    """Code excerpts full of control characters are six times longer once escaped: batches
+    are bounded in bytes too, so none is refused by the hub (and dropped) for its size."""
+    from hdshub import audit_api
+
+    bodies = []
+
+    class Hub:
+        async def fetch(self, request, raise_error=False):
+            bodies.append(request.body)
+            return type("Reply", (), {"code": 201, "body": b""})()
+
+    client = audit.AuditClient("http://127.0.0.1:9/hub/api", "t")
+    client.http = Hub()
+    for _ in range(300):
+        client.record("alice", "execute", "kernel", **audit.code_event("\x01" * 10_000))
+    run(client.flush())
+    assert len(bodies) > 1 and not client.queue
+    assert all(len(body) <= audit_api.MAX_BODY_BYTES for body in bodies)
+    assert sum(len(json.loads(body)["events"]) for body in bodies) == 300
+
+
+def test_a_batch_the_hub_refuses_is_dropped_and_the_trail_says_how_many():
+    """A batch the hub will never accept (400) would block every later event: it is dropped,
+    and the next delivery carries an audit-overflow event counting what was lost."""
+    sent = []
+
+    class Hub:
+        async def fetch(self, request, raise_error=False):
+            events = json.loads(request.body)["events"]
+            sent.append(events)
+            code = 400 if len(sent) == 1 else 201
+            return type("Reply", (), {"code": code, "body": b"refused"})()
+
+    client = audit.AuditClient("http://127.0.0.1:9/hub/api", "t")
+    client.http = Hub()
+    for _ in range(3):
+        client.record("alice", "contents-read", "work/a.csv")
+    run(client.flush())
+    assert not client.queue and client.dropped == 3
+    client.record("alice", "contents-read", "work/b.csv")
+    run(client.flush())
+    overflow, later = sent[1]
+    assert overflow["action"] == "audit-overflow" and overflow["details"] == {"dropped": 3}
+    assert later["target"] == "work/b.csv" and client.dropped == 0
