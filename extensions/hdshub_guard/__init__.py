@@ -205,7 +205,7 @@ def _trace(handler, the_gate: gate.Gate) -> None:
                            reason=refusal.reason, client_ip=audit.client_ip(request))
         return
     described = audit.describe(request.method, rest, status, request.query, request.body,
-                               state.judge.named_path, written_sha256.get(), read_type.get())
+                               state.judge.is_directory, written_sha256.get(), read_type.get())
     if described is None:
         return
     action, target, details = described

@@ -169,14 +169,14 @@ def sha256_of(path: str) -> str | None:
 
 
 def describe(method: str, rest: str, status: int, query: str, body: bytes,
-             file_of, written_sha256: str | None = None,
+             is_directory, written_sha256: str | None = None,
              read_type: str | None = None) -> tuple[str, str, dict] | None:
     """(action, target, details) of a request worth tracing, None for the rest.
 
     Directory listings, static files and page loads are not traced: they carry no data.
-    file_of gives the file a contents path names (PathJudge.named_path): the request is over
-    and was judged, so the trail only needs to stat what it named, when the contents
-    manager did not say what it read (read_type). written_sha256 is the hash the contents
+    is_directory tells whether a contents path names a folder (PathJudge.is_directory): the
+    request is over and was judged, so the trail only needs to stat what it named, when the
+    contents manager did not say what it read (read_type). written_sha256 is the hash the contents
     manager took as it saved (None for an upload's earlier chunks).
     """
     if rest.startswith("api/contents/") or rest == "api/contents":
@@ -184,7 +184,7 @@ def describe(method: str, rest: str, status: int, query: str, body: bytes,
         if method == "GET":
             if parse_qs(query).get("content", ["1"])[-1] == "0":
                 return None
-            if read_type == "directory" or (read_type is None and os.path.isdir(file_of(path))):
+            if read_type == "directory" or (read_type is None and is_directory(path)):
                 return None
             return "contents-read", path, {}
         if method == "PUT":

@@ -69,7 +69,7 @@ class GuardedContentsManager(AsyncLargeFileManager):
         on every read. A directory's content is a listing of names, of raw data too."""
         judge = self.judge
         try:
-            info = os.stat(judge.named_path(path))
+            info = judge.stat_named(path)
         except OSError:
             return  # the manager answers 404 itself
         if stat.S_ISDIR(info.st_mode) or info.st_size <= self.guard_policy.read_max_bytes:
@@ -145,7 +145,7 @@ class GuardedContentsManager(AsyncLargeFileManager):
         """Refuse a write that would go over the storage quota, before anything is written;
         count it once it is done."""
         try:
-            old_size = os.stat(os_path).st_size
+            old_size = self.judge.stat_real(os_path).st_size
         except OSError:
             old_size = 0
         storage = guard().storage
@@ -177,7 +177,7 @@ class GuardedContentsManager(AsyncLargeFileManager):
             size = len(content.encode())
         if chunk not in (None, 1):  # later chunks add to what earlier chunks wrote
             try:
-                size += os.stat(judge.os_path(path)).st_size
+                size += judge.stat_real(judge.os_path(path)).st_size
             except OSError:
                 pass
         if is_upload:

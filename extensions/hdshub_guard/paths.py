@@ -1,8 +1,16 @@
 """Where a requested path really points: raw data, an exact copy of it, or anything else.
 
-Decisions use the file system's answer (realpath), never the spelling of the request, so
-symlinks, '..', doubled slashes and encodings all end up at the same place. Hard links from
-work/ cannot reach raw data: it is a separate read-only mount, and link() never crosses mounts.
+Decisions use the file system's answer (the kernel's own path resolution), never the
+spelling of the request, so symlinks, '..', doubled slashes and encodings all end up at the
+same place. Hard links from work/ cannot reach raw data: it is a separate read-only mount,
+and link() never crosses mounts.
+
+Every lookup starts from a descriptor of the server's root (and /proc/self/fd), opened once,
+never from '/': a path walked from '/' crosses the container's root file system at each
+call, and with Docker's fuse-overlayfs driver each crossing is a round trip to a user-space
+daemon (measured: stat 134 µs from '/' against 2 µs from the root's descriptor, realpath
+811 µs against 7 µs). Only what the guard adds to a request is walked this way; the
+server's own file operations are its own.
 """
 
 from __future__ import annotations
@@ -11,6 +19,8 @@ import functools
 import hashlib
 import os
 import posixpath
+import stat
+import weakref
 from urllib.parse import unquote
 
 from .policy import Policy
@@ -35,23 +45,77 @@ def spellings(path: str) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def _close(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 class PathJudge:
     def __init__(self, root_dir: str, policy: Policy):
         self.root = os.path.realpath(root_dir)
         self.policy = policy
         self.raw_root = os.path.realpath(os.path.join(self.root, policy.raw_data_dir))
         self._raw_name = policy.raw_data_dir.casefold()
+        self._root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._open_files = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        weakref.finalize(self, _close, self._root_fd, self._open_files)
 
     def os_path(self, api_path: str) -> str:
-        """Where the path really points (every link resolved): what decisions are made on.
-        Costs a system call per path component, tens of microseconds each in a container."""
-        return os.path.realpath(os.path.join(self.root, api_path.lstrip("/")))
+        """Where the path really points (every link and '..' resolved, as realpath does):
+        what decisions are made on. The kernel resolves it from the root's descriptor."""
+        relative = api_path.lstrip("/") or "."
+        try:
+            return self._real(relative)
+        except FileNotFoundError:
+            return self._real_of_new(relative)
+        except OSError:  # a link loop, a file used as a folder: realpath's own answer
+            return self._realpath(relative)
 
-    def named_path(self, api_path: str) -> str:
-        """The path as the request names it under the root, links not resolved: enough to
-        stat or read the file the request named (the kernel follows links itself), never
-        to decide whether it is raw data."""
-        return os.path.join(self.root, posixpath.normpath("/" + api_path).lstrip("/"))
+    def _real_of_new(self, relative: str) -> str:
+        """A path that does not exist (yet): its folder's real path and its name, unless the
+        name is a dangling link (then realpath says where it leads)."""
+        folder, name = posixpath.split(relative)
+        if name in ("", ".", ".."):
+            return self._realpath(relative)
+        try:
+            real_folder = self._real(folder or ".")
+        except OSError:
+            return self._realpath(relative)
+        try:
+            os.lstat(relative, dir_fd=self._root_fd)
+        except FileNotFoundError:
+            return os.path.join(real_folder, name)
+        except OSError:
+            pass
+        return self._realpath(relative)
+
+    def _real(self, relative: str) -> str:
+        fd = os.open(relative, os.O_PATH | os.O_CLOEXEC, dir_fd=self._root_fd)
+        try:
+            return self.opened_path(fd)
+        finally:
+            os.close(fd)
+
+    def _realpath(self, relative: str) -> str:
+        return os.path.realpath(os.path.join(self.root, relative))
+
+    def stat_named(self, api_path: str) -> os.stat_result:
+        """The file the request names (links followed, as the server's reads follow them),
+        looked up from the root: enough to know its size or kind, never whether it is raw
+        data. Raises OSError."""
+        return os.stat(posixpath.normpath("/" + api_path).lstrip("/") or ".", dir_fd=self._root_fd)
+
+    def is_directory(self, api_path: str) -> bool:
+        try:
+            return stat.S_ISDIR(self.stat_named(api_path).st_mode)
+        except OSError:
+            return False
+
+    def stat_real(self, os_path: str) -> os.stat_result:
+        """os.stat of a resolved path (os_path), from the root's descriptor when under it."""
+        if os_path.startswith(self.root + os.sep):
+            return os.stat(os_path[len(self.root) + 1:], dir_fd=self._root_fd)
+        return os.stat(os_path)
 
     def resolve(self, api_path: str) -> tuple[str, bool]:
         """(os_path, whether the path is raw data) with one resolution in the common case;
@@ -83,7 +147,7 @@ class PathJudge:
         Only files whose size equals a dataset's are hashed, so most files cost one stat.
         """
         try:
-            size = os.stat(os_path).st_size
+            size = self.stat_real(os_path).st_size
         except OSError:
             return None
         if size not in self.policy.dataset_sizes:
@@ -111,4 +175,4 @@ class PathJudge:
 
     def opened_path(self, fd: int) -> str:
         """Where an open file really is, from the kernel (no path to race against)."""
-        return os.readlink(f"/proc/self/fd/{fd}")
+        return os.readlink(str(fd), dir_fd=self._open_files)

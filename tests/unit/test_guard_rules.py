@@ -87,7 +87,26 @@ def test_one_resolution_judges_like_every_spelling(root, judge):
         real, raw = judge.resolve(path)
         assert raw == judge.is_raw(path), path
         assert real == judge.os_path(path)
-    assert judge.named_path("work/../work//link.csv") == str(root / "work/link.csv")
+    assert judge.stat_named("work/../work//link.csv").st_size == len(RAW)
+    assert judge.is_directory("work/./") and not judge.is_directory("work/link.csv")
+
+
+def test_paths_resolve_from_the_roots_descriptor_exactly_as_realpath_does(root, judge):
+    """os_path walks from descriptors (no crossing of the container's root file system per
+    call) and must give realpath's answer in every case: links, '..' after a link, paths not
+    made yet, dangling links, loops, a file used as a folder."""
+    os.symlink(root / "data/cohort.csv", root / "work/link.csv")
+    os.symlink("../data", root / "work/d")
+    os.symlink(root / "data/gone.csv", root / "work/dangling.csv")
+    os.symlink("loop", root / "work/loop")
+    (root / "work/sub").mkdir()
+    os.symlink("sub", root / "work/s")
+    for path in ("", "/", "work", "work/", "work/notes.txt", "work/link.csv", "work/d/cohort.csv",
+                 "work/d/../work/notes.txt", "work/s/../notes.txt", "work/new.ipynb",
+                 "work/s/new.ipynb", "work/d/new.csv", "work/missing/deeper.txt",
+                 "work/dangling.csv", "work/loop", "work/loop/x", "work/notes.txt/x", "work/..",
+                 "work/.", "../outside", "work//notes.txt", "work/sub/"):
+        assert judge.os_path(path) == os.path.realpath(os.path.join(str(root), path.lstrip("/"))), path
 
 
 def test_symlinks_are_judged_by_their_target(root, judge):
@@ -205,10 +224,11 @@ def test_writes_through_a_link_to_raw_data_are_refused_though_the_gate_lets_them
 
 
 def test_the_trail_takes_the_managers_word_for_what_was_read(root, judge):
-    assert audit.describe("GET", "api/contents/work/notes.txt", 200, "", b"", judge.named_path,
+    assert audit.describe("GET", "api/contents/work/notes.txt", 200, "", b"", judge.is_directory,
                           None, "directory") is None
-    assert audit.describe("GET", "api/contents/work", 200, "", b"", judge.named_path,
+    assert audit.describe("GET", "api/contents/work", 200, "", b"", judge.is_directory,
                           None, "file")[0] == "contents-read"
+    assert audit.describe("GET", "api/contents/work", 200, "", b"", judge.is_directory) is None
 
 
 @pytest.mark.parametrize("target, refusal", [("data/cohort.csv", "ne quittent pas"),
@@ -320,7 +340,7 @@ def test_manager_caps_uploads_notebooks_and_reads(manager, root, policy):
 
 def test_requests_worth_tracing(root, judge):
     def describe(method, path, query="", body=b""):
-        return audit.describe(method, path, 200, query, body, judge.named_path, "ab" * 32)
+        return audit.describe(method, path, 200, query, body, judge.is_directory, "ab" * 32)
 
     assert describe("GET", "api/contents/work/notes.txt")[0] == "contents-read"
     assert describe("GET", "api/contents/work") is None  # a listing carries no data
