@@ -5,16 +5,22 @@ every server is, holding one raw dataset), then starts a twin container from the
 environment, volumes, network and CPU limit but with the guard extension switched off on its
 command line (something the hub never does). The guarded side is the hub's own server, so its
 audit events are really delivered to the hub and chained there, as in production. Both are
-driven directly on the project network from the host, with the same user token, in
-interleaved rounds after one warm-up round: GET of a notebook (what JupyterLab does when
-opening one), PUT of it (a save, which the guard traces with a sha256), and a directory
-listing. "slower_percent" is the median over rounds of each round's own guard/no-guard ratio;
-"cpu_slower_percent" compares the CPU time each container's cgroup counted per request, which
-other work on the machine disturbs far less than it disturbs rates. "hub_cpu_ms_per_request"
-is what the hub (and its proxy) spent meanwhile: the guard's audit events are chained and
-stored there, on the same machine.
+driven directly on the project network from the host, with the same user token: GET of a
+notebook (what JupyterLab does when opening one), PUT of it (a save, which the guard traces
+with a sha256), and a directory listing.
 
-Prints one JSON object. Usage: .venv/bin/python benchmarks/guard.py [--requests 300] [--rounds 7]
+Requests alternate between the two servers one by one: each of --workers clients sends its
+next request to the other server, so at every moment half of them load each, under the
+same conditions. (Rounds of a few hundred requests, one server after the other, moved by
+±13-30 % from one round to the next on the 2-core virtual machine this was built on, and
+even CPU time per request moved by 12-30 %: alternating request by request cancels that
+drift.) "slower_percent" compares the mean latencies, which is also the ratio of the
+requests/s each server gives a closed loop of workers/2 clients; its uncertainty is the
+standard error over 10 consecutive blocks of the run. "cpu_ms_per_request" is what each
+container's cgroup counted over the same period; "hub_cpu_ms_per_request" what the hub (and
+its proxy) spent per request of the pair meanwhile: the trail is chained there.
+
+Prints one JSON object. Usage: .venv/bin/python benchmarks/guard.py [--requests 3000] [--workers 4]
 """
 
 from __future__ import annotations
@@ -114,37 +120,67 @@ def tree_cpu_ms(root_pid: int) -> float:
     return sum(times.get(pid, 0) for pid in tree) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
-def rate(session: requests.Session, url: str, kind: str, n: int, workers: int = 4,
-         container_id: str | None = None, hub_pid: int | None = None) -> tuple[float, float | None, float | None]:
-    """(requests per second, container CPU milliseconds per request or None, the hub's CPU
-    milliseconds per request meanwhile or None)."""
-    target = url + "api/contents/work/bench.ipynb"
+def send(session: requests.Session, url: str, kind: str, notebook: str) -> None:
+    target = url + f"api/contents/work/{notebook}"
+    if kind == "get":
+        reply = session.get(target, timeout=30)
+    elif kind == "put":
+        reply = session.put(target, json={"type": "notebook", "content": NOTEBOOK}, timeout=30)
+    else:
+        reply = session.get(url + "api/contents/work", timeout=30)
+    assert reply.status_code in (200, 201), reply.text[:200]
 
-    def one(_):
-        if kind == "get":
-            reply = session.get(target, timeout=30)
-        elif kind == "put":
-            reply = session.put(target, json={"type": "notebook", "content": NOTEBOOK}, timeout=30)
-        else:
-            reply = session.get(url + "api/contents/work", timeout=30)
-        assert reply.status_code in (200, 201), reply.text[:200]
 
-    cpu_before = read_cgroup(container_id) if container_id else None
-    hub_before = tree_cpu_ms(hub_pid) if hub_pid else None
-    started = time.perf_counter()
+def notebook_of(variant: str) -> str:
+    """Each server saves its own copy: both share the project's work volume, and two servers
+    saving one file at once race on its temporary file."""
+    return f"bench-{variant}.ipynb"
+
+
+def alternate(session: requests.Session, urls: dict[str, str], kind: str, per_server: int,
+              workers: int) -> dict[str, list[tuple[float, float]]]:
+    """{variant: [(finish time, latency in seconds)]}: each worker alternates between the
+    servers request by request, worker w starting with server w % 2."""
+    variants = list(urls)
+    latencies: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
+    per_worker = 2 * per_server // workers
+
+    def worker(w: int) -> None:
+        for i in range(per_worker):
+            variant = variants[(i + w) % 2]
+            started = time.perf_counter()
+            send(session, urls[variant], kind, notebook_of(variant))
+            finished = time.perf_counter()
+            latencies[variant].append((finished, finished - started))
+
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(one, range(n)))
-    elapsed = time.perf_counter() - started
-    cpu_after = read_cgroup(container_id) if container_id else None
-    cpu_ms = (cpu_after[0] - cpu_before[0]) / n / 1e6 if cpu_before and cpu_after else None
-    hub_ms = (tree_cpu_ms(hub_pid) - hub_before) / n if hub_pid else None
-    return n / elapsed, cpu_ms, hub_ms
+        list(pool.map(worker, range(workers)))
+    return latencies
+
+
+def percentile(values: list[float], percent: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * percent / 100))]
+
+
+def slower_percent(guard: list[float], no_guard: list[float]) -> float:
+    return (statistics.mean(guard) / statistics.mean(no_guard) - 1) * 100
+
+
+def block_standard_error(latencies: dict[str, list[tuple[float, float]]], blocks: int = 10) -> float:
+    """Standard error of slower_percent over consecutive blocks of the run (in time order)."""
+    ordered = {v: [lat for _, lat in sorted(pairs)] for v, pairs in latencies.items()}
+    size = min(len(x) for x in ordered.values()) // blocks
+    ratios = [slower_percent(ordered["guard"][b * size:(b + 1) * size], ordered["no-guard"][b * size:(b + 1) * size])
+              for b in range(blocks)]
+    return statistics.stdev(ratios) / blocks ** 0.5
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=3000, help="per server and kind of request")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--kinds", default="get,put,list", help="among get, put, list")
     args = parser.parse_args()
     client = docker.from_env()
     hub = RunningHub(state_dir=Path(tempfile.mkdtemp(prefix="hdshub-bench-")),
@@ -178,52 +214,37 @@ def main() -> None:
                 "no-guard": f"https://{ip_of(client, twins[0], slug)}:8888{prefix}"}
         for url in urls.values():
             wait_up(url, session)
-        session.put(urls["guard"] + "api/contents/work/bench.ipynb",
-                    json={"type": "notebook", "content": NOTEBOOK}, timeout=30).raise_for_status()
-        figures: dict[str, dict[str, list[float]]] = {k: {"guard": [], "no-guard": []} for k in ("get", "put", "list")}
-        # Each round measures both twins back to back, first one then the other, alternately:
-        # the machine's own drift (disk, other guests) then weighs on both alike, and each
-        # round's ratio compares like with like.
-        for kind in figures:  # warm-up, not counted: first imports, caches, connections
-            for variant in urls:
-                rate(session, urls[variant], kind, args.requests // 5)
+        for variant, url in urls.items():
+            session.put(url + f"api/contents/work/{notebook_of(variant)}",
+                        json={"type": "notebook", "content": NOTEBOOK}, timeout=30).raise_for_status()
         containers = {"guard": guarded.id, "no-guard": twins[0].id}
-        cpu: dict[str, dict[str, list[float]]] = {k: {"guard": [], "no-guard": []} for k in figures}
-        hub_cpu: dict[str, dict[str, list[float]]] = {k: {"guard": [], "no-guard": []} for k in figures}
-        for round_number in range(args.rounds):
-            order = ("no-guard", "guard") if round_number % 2 == 0 else ("guard", "no-guard")
-            for kind in figures:
-                for variant in order:
-                    per_second, cpu_ms, hub_ms = rate(session, urls[variant], kind, args.requests,
-                                                      container_id=containers[variant], hub_pid=hub.process.pid)
-                    hub_cpu[kind][variant].append(hub_ms)
-                    figures[kind][variant].append(per_second)
-                    if cpu_ms is not None:
-                        cpu[kind][variant].append(cpu_ms)
-        result = {"benchmark": "guard-contents-api", "machine": {"cpus": __import__("os").cpu_count(),
-                  "platform": platform.platform()}, "requests_per_round": args.requests,
-                  "rounds": args.rounds, "concurrency": 4}
-        for kind, variants in figures.items():
-            with_guard, without = statistics.median(variants["guard"]), statistics.median(variants["no-guard"])
-            slower = sorted((1 - g / n) * 100 for g, n in zip(variants["guard"], variants["no-guard"]))
-            result[kind] = {"req_per_s_guard": round(with_guard, 1), "req_per_s_no_guard": round(without, 1),
-                            "slower_percent": round(statistics.median(slower), 1),
-                            "slower_percent_rounds_min_max": [round(slower[0], 1), round(slower[-1], 1)],
-                            # The rounds' mean and its standard error: how far the figure
-                            # can be trusted on this machine.
-                            "slower_percent_mean": round(statistics.mean(slower), 1),
-                            "slower_percent_standard_error": round(
-                                statistics.stdev(slower) / len(slower) ** 0.5, 1) if len(slower) > 1 else None,
-                            "target_slower_percent": 5.0,
-                            "rounds_guard": [round(v, 1) for v in variants["guard"]],
-                            "rounds_no_guard": [round(v, 1) for v in variants["no-guard"]]}
-            result[kind].update({f"hub_cpu_ms_per_request_{v.replace('-', '_')}": round(statistics.median(hub_cpu[kind][v]), 3)
-                                 for v in ("guard", "no-guard")})
-            if cpu[kind]["guard"] and cpu[kind]["no-guard"]:
-                with_cpu, without_cpu = statistics.median(cpu[kind]["guard"]), statistics.median(cpu[kind]["no-guard"])
-                result[kind].update({"cpu_ms_per_request_guard": round(with_cpu, 3),
-                                     "cpu_ms_per_request_no_guard": round(without_cpu, 3),
-                                     "cpu_slower_percent": round((with_cpu / without_cpu - 1) * 100, 1)})
+        result = {"benchmark": "guard-contents-api", "machine": {"cpus": os.cpu_count(),
+                  "platform": platform.platform()}, "requests_per_server_and_kind": args.requests,
+                  "workers": args.workers, "method": "alternating request by request"}
+        for kind in args.kinds.split(","):
+            alternate(session, urls, kind, 50, args.workers)  # warm-up: caches, connections
+            cpu_before = {v: read_cgroup(c)[0] for v, c in containers.items()}
+            hub_before = tree_cpu_ms(hub.process.pid)
+            latencies = alternate(session, urls, kind, args.requests, args.workers)
+            hub_ms = (tree_cpu_ms(hub.process.pid) - hub_before) / (2 * args.requests)
+            means = {v: statistics.mean(lat for _, lat in pairs) for v, pairs in latencies.items()}
+            cpu = {v: (read_cgroup(c)[0] - cpu_before[v]) / len(latencies[v]) / 1e6 for v, c in containers.items()}
+            per_server = args.workers / 2  # the clients each server has at every moment
+            result[kind] = {
+                "req_per_s_guard": round(per_server / means["guard"], 1),
+                "req_per_s_no_guard": round(per_server / means["no-guard"], 1),
+                "slower_percent": round((means["guard"] / means["no-guard"] - 1) * 100, 1),
+                "slower_percent_standard_error": round(block_standard_error(latencies), 1),
+                "target_slower_percent": 5.0,
+                "latency_ms_mean_guard": round(means["guard"] * 1000, 2),
+                "latency_ms_mean_no_guard": round(means["no-guard"] * 1000, 2),
+                "latency_ms_p95_guard": round(percentile([lat for _, lat in latencies["guard"]], 95) * 1000, 2),
+                "latency_ms_p95_no_guard": round(percentile([lat for _, lat in latencies["no-guard"]], 95) * 1000, 2),
+                "cpu_ms_per_request_guard": round(cpu["guard"], 3),
+                "cpu_ms_per_request_no_guard": round(cpu["no-guard"], 3),
+                "cpu_slower_percent": round((cpu["guard"] / cpu["no-guard"] - 1) * 100, 1),
+                "hub_cpu_ms_per_request": round(hub_ms, 3),
+            }
         time.sleep(2)  # the guard delivers its events every second
         trail = hub.state_dir / "audit" / f"{slug}.jsonl"
         result["audit_events_written_by_the_hub"] = sum(1 for _ in trail.open()) if trail.exists() else 0
