@@ -39,16 +39,12 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.figures import percentile  # noqa: E402
 from hdshub import demo  # noqa: E402
 from tests.support.hub import RunningHub, free_port  # noqa: E402
 
 SLUG, CLINICIAN, ANALYST = "bench-dash", "bench-clin", "bench-ana"
 CONFIG = re.compile(r'<script id="jupyter-config-data" type="application/json">\s*(\{.*?\})\s*</script>', re.S)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 def summary(values: list[float]) -> dict:

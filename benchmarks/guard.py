@@ -42,6 +42,7 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.figures import percentile  # noqa: E402
 from hdshub import demo, naming  # noqa: E402
 from hdshub.usage import read_cgroup  # noqa: E402
 from tests.support.hub import RunningHub, free_port  # noqa: E402
@@ -158,11 +159,6 @@ def alternate(session: requests.Session, urls: dict[str, str], kind: str, per_se
     return latencies
 
 
-def percentile(values: list[float], percent: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * percent / 100))]
-
-
 def slower_percent(guard: list[float], no_guard: list[float]) -> float:
     return (statistics.mean(guard) / statistics.mean(no_guard) - 1) * 100
 
@@ -227,19 +223,20 @@ def main() -> None:
             hub_before = tree_cpu_ms(hub.process.pid)
             latencies = alternate(session, urls, kind, args.requests, args.workers)
             hub_ms = (tree_cpu_ms(hub.process.pid) - hub_before) / (2 * args.requests)
-            means = {v: statistics.mean(lat for _, lat in pairs) for v, pairs in latencies.items()}
+            measured = {v: [lat for _, lat in pairs] for v, pairs in latencies.items()}
+            means = {v: statistics.mean(values) for v, values in measured.items()}
             cpu = {v: (read_cgroup(c)[0] - cpu_before[v]) / len(latencies[v]) / 1e6 for v, c in containers.items()}
             per_server = args.workers / 2  # the clients each server has at every moment
             result[kind] = {
                 "req_per_s_guard": round(per_server / means["guard"], 1),
                 "req_per_s_no_guard": round(per_server / means["no-guard"], 1),
-                "slower_percent": round((means["guard"] / means["no-guard"] - 1) * 100, 1),
+                "slower_percent": round(slower_percent(measured["guard"], measured["no-guard"]), 1),
                 "slower_percent_standard_error": round(block_standard_error(latencies), 1),
                 "target_slower_percent": 5.0,
                 "latency_ms_mean_guard": round(means["guard"] * 1000, 2),
                 "latency_ms_mean_no_guard": round(means["no-guard"] * 1000, 2),
-                "latency_ms_p95_guard": round(percentile([lat for _, lat in latencies["guard"]], 95) * 1000, 2),
-                "latency_ms_p95_no_guard": round(percentile([lat for _, lat in latencies["no-guard"]], 95) * 1000, 2),
+                "latency_ms_p95_guard": round(percentile(measured["guard"], 95) * 1000, 2),
+                "latency_ms_p95_no_guard": round(percentile(measured["no-guard"], 95) * 1000, 2),
                 "cpu_ms_per_request_guard": round(cpu["guard"], 3),
                 "cpu_ms_per_request_no_guard": round(cpu["no-guard"], 3),
                 "cpu_slower_percent": round((cpu["guard"] / cpu["no-guard"] - 1) * 100, 1),

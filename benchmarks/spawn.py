@@ -23,14 +23,9 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.figures import percentile  # noqa: E402
 from hdshub import naming  # noqa: E402
 from tests.support.hub import RunningHub, free_port  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def wait_stopped(session, hub, user, slug):

@@ -5,12 +5,13 @@ spelling of the request, so symlinks, '..', doubled slashes and encodings all en
 same place. Hard links from work/ cannot reach raw data: it is a separate read-only mount,
 and link() never crosses mounts.
 
-Every lookup starts from a descriptor of the server's root (and /proc/self/fd), opened once,
-never from '/': a path walked from '/' crosses the container's root file system at each
-call, and with Docker's fuse-overlayfs driver each crossing is a round trip to a user-space
-daemon (measured: stat 134 µs from '/' against 2 µs from the root's descriptor, realpath
-811 µs against 7 µs). Only what the guard adds to a request is walked this way; the
-server's own file operations are its own.
+The lookups every request pays for (os_path, stat_named, stat_real, opened_path) start from
+descriptors of the server's root and of /proc/self/fd, opened once, never from '/': a path
+walked from '/' crosses the container's root file system at each call, and with Docker's
+fuse-overlayfs driver each crossing is a round trip to a user-space daemon (measured: stat
+134 µs from '/' against 2 µs from the root's descriptor, realpath 811 µs against 7 µs).
+Rare cases (a dangling link, a link loop, a dataset-sized file to hash) still walk from '/';
+the server's own file operations are its own.
 """
 
 from __future__ import annotations
