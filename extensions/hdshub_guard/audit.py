@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.client
 import itertools
 import json
 import logging
@@ -17,9 +18,7 @@ import os
 import ssl
 from collections import deque
 from datetime import datetime, timezone
-from urllib.parse import parse_qs
-
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger("hdshub_guard.audit")
 
@@ -53,14 +52,71 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class HubConnection:
+    """One connection to the hub's audit endpoint, kept open from one post to the next.
+
+    tornado's client opens a new connection for every request, and so makes a TLS handshake
+    with the server's certificate once a second on each server and, for every server, on
+    the hub. Posts go out one at a time (AuditClient's lock), from a worker thread: a hub
+    slow to answer never holds up the server. A kept connection the hub closed meanwhile is
+    opened again once; any other failure is the caller's to retry later."""
+
+    TIMEOUT_SECONDS = 10
+
+    def __init__(self, url: str, token: str, tls: ssl.SSLContext | None):
+        parts = urlsplit(url)
+        self.host, self.port, self.path = parts.hostname, parts.port, parts.path
+        self.secure = parts.scheme == "https"
+        self.tls = tls
+        self.headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
+        self._connection: http.client.HTTPConnection | None = None
+        #: Connections opened so far: one for the server's life while the hub stays up.
+        self.opened = 0
+
+    def post(self, body: bytes) -> tuple[int, bytes]:
+        """(status, body) of the hub's answer. Raises OSError or HTTPException."""
+        kept = self._connection is not None
+        try:
+            return self._post(body)
+        except (ConnectionError, http.client.BadStatusLine):
+            self.close()
+            if not kept:
+                raise
+            # The hub closed the kept connection (it restarted, or timed an idle connection
+            # out), in all likelihood before reading this post: send it once more. At worst
+            # the hub had recorded it and the trail holds it twice; never is it lost.
+            return self._post(body)
+        except BaseException:
+            self.close()  # a half-read answer would garble the next one
+            raise
+
+    def _post(self, body: bytes) -> tuple[int, bytes]:
+        if self._connection is None:
+            if self.secure:
+                self._connection = http.client.HTTPSConnection(
+                    self.host, self.port, timeout=self.TIMEOUT_SECONDS,
+                    context=self.tls or ssl.create_default_context())
+            else:
+                self._connection = http.client.HTTPConnection(self.host, self.port, timeout=self.TIMEOUT_SECONDS)
+            self.opened += 1
+        self._connection.request("POST", self.path, body=body, headers=self.headers)
+        response = self._connection.getresponse()
+        answer = response.read()
+        if response.will_close:
+            self.close()
+        return response.status, answer
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
 class AuditClient:
-    def __init__(self, api_url: str, token: str, http_client=None):
-        self.url = api_url.rstrip("/") + AUDIT_PATH
-        self.token = token
+    def __init__(self, api_url: str, token: str):
         self.queue: deque[dict] = deque()
         self.dropped = 0
-        self.http = http_client or AsyncHTTPClient()
-        self.tls = hub_tls()
+        self.hub = HubConnection(api_url.rstrip("/") + AUDIT_PATH, token, hub_tls())
         self._task: asyncio.Task | None = None
         self._sending = asyncio.Lock()
 
@@ -108,17 +164,11 @@ class AuditClient:
         while pending > 0 and self.queue:
             count, body = self._batch(min(pending, BATCH_EVENTS))
             pending -= count
-            request = HTTPRequest(
-                self.url, method="POST", body=body,
-                headers={"Authorization": f"token {self.token}",
-                         "Content-Type": "application/json"},
-                request_timeout=10, ssl_options=self.tls,
-            )
-            response = await self.http.fetch(request, raise_error=False)
-            if response.code != 201:
-                log.warning("hdshub audit: hub answered %s: %s", response.code,
-                            (response.body or b"")[:300])
-                if 400 <= response.code < 500 and response.code not in (401, 403, 429):
+            code, answer = await asyncio.get_running_loop().run_in_executor(
+                None, self.hub.post, body.encode())
+            if code != 201:
+                log.warning("hdshub audit: hub answered %s: %s", code, answer[:300])
+                if 400 <= code < 500 and code not in (401, 403, 429):
                     # A batch the hub will never accept would block the trail: drop it, and
                     # say so in the trail itself (the next flush sends an audit-overflow).
                     for _ in range(count):

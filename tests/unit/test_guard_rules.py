@@ -611,14 +611,14 @@ def test_a_flush_sends_what_was_queued_and_leaves_newer_events_for_the_next():
         def __init__(self, client):
             self.client, self.posts = client, []
 
-        async def fetch(self, request, raise_error=False):
-            self.posts.append(len(json.loads(request.body)["events"]))
+        def post(self, body):
+            self.posts.append(len(json.loads(body)["events"]))
             for _ in range(30):  # events made while the hub answers
                 self.client.record("alice", "contents-read", "work/a.csv")
-            return type("Reply", (), {"code": 201, "body": b""})()
+            return 201, b""
 
     client = audit.AuditClient("http://127.0.0.1:9/hub/api", "t")
-    hub = client.http = Hub(client)
+    hub = client.hub = Hub(client)
     for _ in range(2050):
         client.record("alice", "contents-read", "work/a.csv")
     run(client.flush())
@@ -636,12 +636,12 @@ def test_batches_of_long_events_stay_within_what_the_hub_accepts():
     bodies = []
 
     class Hub:
-        async def fetch(self, request, raise_error=False):
-            bodies.append(request.body)
-            return type("Reply", (), {"code": 201, "body": b""})()
+        def post(self, body):
+            bodies.append(body)
+            return 201, b""
 
     client = audit.AuditClient("http://127.0.0.1:9/hub/api", "t")
-    client.http = Hub()
+    client.hub = Hub()
     for _ in range(300):
         client.record("alice", "execute", "kernel", **audit.code_event("\x01" * 10_000))
     run(client.flush())
@@ -656,14 +656,12 @@ def test_a_batch_the_hub_refuses_is_dropped_and_the_trail_says_how_many():
     sent = []
 
     class Hub:
-        async def fetch(self, request, raise_error=False):
-            events = json.loads(request.body)["events"]
-            sent.append(events)
-            code = 400 if len(sent) == 1 else 201
-            return type("Reply", (), {"code": code, "body": b"refused"})()
+        def post(self, body):
+            sent.append(json.loads(body)["events"])
+            return (400 if len(sent) == 1 else 201), b"refused"
 
     client = audit.AuditClient("http://127.0.0.1:9/hub/api", "t")
-    client.http = Hub()
+    client.hub = Hub()
     for _ in range(3):
         client.record("alice", "contents-read", "work/a.csv")
     run(client.flush())
@@ -673,3 +671,50 @@ def test_a_batch_the_hub_refuses_is_dropped_and_the_trail_says_how_many():
     overflow, later = sent[1]
     assert overflow["action"] == "audit-overflow" and overflow["details"] == {"dropped": 3}
     assert later["target"] == "work/b.csv" and client.dropped == 0
+
+
+def test_deliveries_keep_one_connection_and_survive_a_hub_restart():
+    """Every post used to open a connection (and a TLS handshake, on the server and on the
+    hub) once a second. Against tornado's HTTP server, which the hub runs: three flushes
+    share one connection; after the hub restarts on the same port, the next flush opens a
+    new one and every event arrives exactly once."""
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+    from tornado.web import Application, RequestHandler
+
+    received, peers = [], []
+
+    class Events(RequestHandler):
+        def post(self):
+            assert self.request.headers["Authorization"] == "token t"
+            received.extend(e["target"] for e in json.loads(self.request.body)["events"])
+            peers.append(self.request.connection.stream.socket.getpeername())
+            self.set_status(201)
+
+    def start_hub(port=0):
+        sockets = bind_sockets(port, "127.0.0.1")
+        server = HTTPServer(Application([(r"/hub/api/hdshub/audit/events", Events)]))
+        server.add_sockets(sockets)
+        return server, sockets[0].getsockname()[1]
+
+    async def scenario():
+        hub, port = start_hub()
+        client = audit.AuditClient(f"http://127.0.0.1:{port}/hub/api", "t")
+        for name in ("a", "b", "c"):
+            client.record("alice", "contents-read", name)
+            await client.flush()
+        assert received == ["a", "b", "c"] and len(set(peers)) == 1 and client.hub.opened == 1
+        hub.stop()
+        await hub.close_all_connections()
+        hub, _ = start_hub(port)
+        client.record("alice", "contents-read", "d")
+        await client.flush()
+        assert received == ["a", "b", "c", "d"] and client.hub.opened == 2 and not client.queue
+        hub.stop()
+        await hub.close_all_connections()
+        client.record("alice", "contents-read", "e")  # the hub is down: kept for later
+        with pytest.raises(OSError):
+            await client.flush()
+        assert [e["target"] for e in client.queue] == ["e"] and received[-1] == "d"
+
+    run(scenario())
