@@ -1,32 +1,38 @@
-"""The guard's cost on the contents API: requests/s with and without it, same container.
+"""The guard's cost on the contents API: requests/s with and without it.
 
-Runs `hdshub up` on a throwaway state directory, starts a real project server (guarded, as
-every server is, holding one raw dataset), then starts a twin container from the same image,
-environment, volumes, network and CPU limit but with the guard extension switched off on its
-command line (something the hub never does). The guarded side is the hub's own server, so its
-audit events are really delivered to the hub and chained there, as in production. Both are
-driven directly on the project network from the host, with the same user token: GET of a
-notebook (what JupyterLab does when opening one), PUT of it (a save, which the guard traces
-with a sha256), and a directory listing.
+Runs `hdshub up` on a throwaway state directory and starts a real project server (guarded,
+as every server is, holding one raw dataset): its audit events are really delivered to the
+hub and chained there, as in production. Then it starts two twins of it, containers from
+the same image, command line, environment, mounts, network and limits, one with the guard
+and one with the guard switched off on its command line (something the hub never does).
+All three are driven directly on the project network from the host, with the same user
+token: GET of a notebook (what JupyterLab does when opening one), PUT of it (a save, which
+the guard traces with a sha256), and a directory listing.
 
-Requests alternate between the two servers one by one: each of --workers clients sends its
-next request to the other server, so at every moment half of them load each, under the
-same conditions. (Rounds of a few hundred requests, one server after the other, moved by
-±13-30 % from one round to the next on the 2-core virtual machine this was built on, and
-even CPU time per request moved by 12-30 %: alternating request by request cancels that
-drift.) "slower_percent" compares the mean latencies, which is also the ratio of the
-requests/s each server gives a closed loop of workers/2 clients; its uncertainty is the
-standard error over 10 consecutive blocks of the run. "cpu_ms_per_request" is what each
-container's cgroup counted over the same period; "hub_cpu_ms_per_request" what the hub (and
-its proxy) spent per request of the pair meanwhile: the trail is chained there.
+Two comparisons, both against the unguarded twin: the hub's own server ("slower_percent",
+what users get), and the guarded twin ("twin_slower_percent", started exactly like the
+unguarded one, so only the guard differs; its events are refused by the hub, which takes a
+server's events from that server's address only, so it keeps sending them: more work than
+a delivered trail). They are both given, because a container the hub started measured a few
+percent slower than a guarded twin on the machine this was built on, for reasons not found.
 
-All this is repeated on --pairs pairs of servers, each pair started afresh. Runs of 3000
-requests on one pair differed from runs on another by more than their own standard errors
-(4.5 % against 12.2 % for GETs, ±5 % each): a server process keeps differences of its own
-for its whole life (where its memory lies, its hash seed). Each kind's figure is therefore
-the mean over the pairs, and its uncertainty the standard error between pairs.
+Each client takes the servers in turn, request by request, so all three are loaded under
+the same conditions at every moment. (Rounds of a few hundred requests, one server after
+the other, moved by 13-30 % from one round to the next on that 2-core virtual machine, CPU
+time per request included.) A slowdown compares mean latencies, which is also the ratio of
+the requests/s each server gives a closed loop of clients; its uncertainty within a run is
+the standard error over 10 consecutive blocks. "cpu_ms_per_request" is what each
+container's cgroup counted over the same period; "hub_cpu_ms_per_request_of_the_hub_server"
+what the hub (and its proxy) spent meanwhile per request to its own server: the trail is
+chained there.
 
-Prints one JSON object. Usage: .venv/bin/python benchmarks/guard.py [--requests 2000] [--pairs 4]
+All this is repeated on --sets sets of servers, each started afresh: a server process keeps
+differences of its own for its whole life, several percent either way (runs of 3000
+requests on one pair differed from runs on another by more than their own standard
+errors). Each kind's figures are the means over the sets, and their uncertainty the
+standard error between sets.
+
+Prints one JSON object. Usage: .venv/bin/python benchmarks/guard.py [--requests 2000] [--sets 4]
 """
 
 from __future__ import annotations
@@ -58,24 +64,32 @@ NOTEBOOK = {"cells": [{"cell_type": "code", "source": f"x = {i}", "metadata": {}
             "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
-def unguarded_twin(client, guarded, slug):
-    """A container like the hub's server without its guard (benchmark only).
+#: The servers compared, each one request at a time in turn: the hub's own server, and two
+#: twins the benchmark starts the same way, with and without the guard.
+VARIANTS = ("guard", "twin-guard", "twin-no-guard")
 
-    It holds the original's internal TLS certificate (it names the original's address, so
-    the benchmark does not check host names) and the same limits, so that the only
-    difference measured is the guard.
+
+def twin(client, original, slug: str, guarded: bool):
+    """A container like the hub's server, started by the benchmark (never by the hub): the
+    same image, command line, environment, mounts, limits and network, the guard on or off.
+
+    Two twins started alike differ only by the guard; the hub's own server is compared too,
+    as it is what users get. A guarded twin's audit events are refused by the hub (it takes
+    a server's events only from that server's address), so the twin keeps them and sends
+    its oldest thousand again every second: more work than a delivered trail, not less.
+    Both hold the original's internal TLS certificate (it names the original's address, so
+    the benchmark does not check host names).
     """
-    attrs = guarded.attrs
+    attrs = original.attrs
     host = attrs["HostConfig"]
-    env = [e for e in attrs["Config"]["Env"] if not e.startswith("PYTHONPATH=")]
-    mounts = [docker.types.Mount(m["Destination"], m["Name"], type="volume", read_only=not m["RW"])
-              for m in attrs["Mounts"] if m["Type"] == "volume"]
-    mounts += [docker.types.Mount(m["Destination"], m["Source"], type="bind", read_only=True)
-               for m in attrs["Mounts"] if m["Type"] == "bind" and m["Destination"] == "/opt/hdshub/tls"]
+    mounts = [docker.types.Mount(m["Destination"], m["Name"] if m["Type"] == "volume" else m["Source"],
+                                 type=m["Type"], read_only=not m["RW"])
+              for m in attrs["Mounts"] if m["Type"] in ("volume", "bind")]
+    switch = [] if guarded else ['--ServerApp.jpserver_extensions={"hdshub_guard": False}']
     return client.containers.run(
-        attrs["Config"]["Image"], [*attrs["Config"]["Cmd"], '--ServerApp.jpserver_extensions={"hdshub_guard": False}'],
-        detach=True, name=guarded.name + "-noguard", user=attrs["Config"]["User"],
-        environment=env, working_dir=attrs["Config"]["WorkingDir"], read_only=True,
+        attrs["Config"]["Image"], [*attrs["Config"]["Cmd"], *switch],
+        detach=True, name=original.name + ("-guard" if guarded else "-noguard"), user=attrs["Config"]["User"],
+        environment=attrs["Config"]["Env"], working_dir=attrs["Config"]["WorkingDir"], read_only=True,
         tmpfs=host["Tmpfs"], mounts=mounts, network=naming.network_name(slug),
         mem_limit=host["Memory"], cpu_period=host["CpuPeriod"], cpu_quota=host["CpuQuota"],
         pids_limit=host["PidsLimit"], cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
@@ -146,15 +160,15 @@ def notebook_of(variant: str) -> str:
 
 def alternate(session: requests.Session, urls: dict[str, str], kind: str, per_server: int,
               workers: int) -> dict[str, list[tuple[float, float]]]:
-    """{variant: [(finish time, latency in seconds)]}: each worker alternates between the
-    servers request by request, worker w starting with server w % 2."""
+    """{variant: [(finish time, latency in seconds)]}: each worker takes the servers in turn,
+    request by request, worker w starting with server w."""
     variants = list(urls)
     latencies: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
-    per_worker = 2 * per_server // workers
+    per_worker = len(variants) * per_server // workers
 
     def worker(w: int) -> None:
         for i in range(per_worker):
-            variant = variants[(i + w) % 2]
+            variant = variants[(i + w) % len(variants)]
             started = time.perf_counter()
             send(session, urls[variant], kind, notebook_of(variant))
             finished = time.perf_counter()
@@ -169,29 +183,32 @@ def slower_percent(guard: list[float], no_guard: list[float]) -> float:
     return (statistics.mean(guard) / statistics.mean(no_guard) - 1) * 100
 
 
-def block_standard_error(latencies: dict[str, list[tuple[float, float]]], blocks: int = 10) -> float:
+def block_standard_error(guard: list[tuple[float, float]], no_guard: list[tuple[float, float]],
+                         blocks: int = 10) -> float:
     """Standard error of slower_percent over consecutive blocks of the run (in time order)."""
-    ordered = {v: [lat for _, lat in sorted(pairs)] for v, pairs in latencies.items()}
-    size = min(len(x) for x in ordered.values()) // blocks
-    ratios = [slower_percent(ordered["guard"][b * size:(b + 1) * size], ordered["no-guard"][b * size:(b + 1) * size])
+    ordered = [[lat for _, lat in sorted(pairs)] for pairs in (guard, no_guard)]
+    size = min(len(x) for x in ordered) // blocks
+    ratios = [slower_percent(ordered[0][b * size:(b + 1) * size], ordered[1][b * size:(b + 1) * size])
               for b in range(blocks)]
     return statistics.stdev(ratios) / blocks ** 0.5
 
 
-def start_pair(client, hub, api, slug: str, user: str):
-    """(the hub's server for the project, started afresh, its unguarded twin)."""
+def start_set(client, hub, api, slug: str, user: str) -> dict:
+    """{variant: container}: the hub's server for the project, started afresh, and its twins."""
     api.post(f"{hub.public_url}/hub/api/users/{user}/servers/{slug}", timeout=60)
     deadline = time.monotonic() + 120
     while not api.get(f"{hub.public_url}/hub/api/users/{user}", timeout=10).json()["servers"].get(slug, {}).get("ready"):
         if time.monotonic() > deadline:
             raise RuntimeError(f"the project server did not start in 120 s: see {hub.state_dir}")
         time.sleep(0.2)
-    guarded = client.containers.get(naming.container_name(slug, user))
-    return guarded, unguarded_twin(client, guarded, slug)
+    original = client.containers.get(naming.container_name(slug, user))
+    return {"guard": original, "twin-guard": twin(client, original, slug, guarded=True),
+            "twin-no-guard": twin(client, original, slug, guarded=False)}
 
 
-def stop_pair(client, hub, api, slug: str, user: str, twin) -> None:
-    twin.remove(force=True)
+def stop_set(client, hub, api, slug: str, user: str, containers: dict) -> None:
+    for variant in ("twin-guard", "twin-no-guard"):
+        containers[variant].remove(force=True)
     api.delete(f"{hub.public_url}/hub/api/users/{user}/servers/{slug}", timeout=60)
     deadline = time.monotonic() + 120
     while client.containers.list(all=True, filters={"name": naming.container_name(slug, user)}):
@@ -202,51 +219,49 @@ def stop_pair(client, hub, api, slug: str, user: str, twin) -> None:
 
 def measure(session, urls: dict[str, str], containers: dict[str, str], kind: str, requests_: int,
             workers: int, hub_pid: int) -> dict:
-    """One kind of request on one pair of servers."""
+    """One kind of request on one set of servers: the hub's guarded server and the guarded
+    twin each against the unguarded twin."""
     alternate(session, urls, kind, 50, workers)  # warm-up: caches, connections
     cpu_before = {v: read_cgroup(c)[0] for v, c in containers.items()}
     hub_before = tree_cpu_ms(hub_pid)
     latencies = alternate(session, urls, kind, requests_, workers)
-    hub_ms = (tree_cpu_ms(hub_pid) - hub_before) / (2 * requests_)
+    hub_ms = (tree_cpu_ms(hub_pid) - hub_before) / requests_
     measured = {v: [lat for _, lat in pairs] for v, pairs in latencies.items()}
     means = {v: statistics.mean(values) for v, values in measured.items()}
     cpu = {v: (read_cgroup(c)[0] - cpu_before[v]) / len(latencies[v]) / 1e6 for v, c in containers.items()}
-    per_server = workers / 2  # the clients each server has at every moment
-    return {
-        "req_per_s_guard": round(per_server / means["guard"], 1),
-        "req_per_s_no_guard": round(per_server / means["no-guard"], 1),
-        "slower_percent": round(slower_percent(measured["guard"], measured["no-guard"]), 1),
-        "slower_percent_standard_error": round(block_standard_error(latencies), 1),
-        "latency_ms_mean_guard": round(means["guard"] * 1000, 2),
-        "latency_ms_mean_no_guard": round(means["no-guard"] * 1000, 2),
-        "latency_ms_p95_guard": round(percentile(measured["guard"], 95) * 1000, 2),
-        "latency_ms_p95_no_guard": round(percentile(measured["no-guard"], 95) * 1000, 2),
-        "cpu_ms_per_request_guard": round(cpu["guard"], 3),
-        "cpu_ms_per_request_no_guard": round(cpu["no-guard"], 3),
-        "cpu_slower_percent": round((cpu["guard"] / cpu["no-guard"] - 1) * 100, 1),
-        "hub_cpu_ms_per_request": round(hub_ms, 3),
-    }
+    per_server = workers / len(urls)  # the clients each server has at every moment
+    figures = {f"req_per_s_{v}": round(per_server / means[v], 1) for v in urls}
+    base = "twin-no-guard"
+    for v, prefix in (("guard", ""), ("twin-guard", "twin_")):
+        figures[prefix + "slower_percent"] = round(slower_percent(measured[v], measured[base]), 1)
+        figures[prefix + "slower_percent_standard_error"] = round(block_standard_error(latencies[v], latencies[base]), 1)
+        figures[prefix + "cpu_slower_percent"] = round((cpu[v] / cpu[base] - 1) * 100, 1)
+    figures.update({f"latency_ms_mean_{v}": round(means[v] * 1000, 2) for v in urls})
+    figures.update({f"latency_ms_p95_{v}": round(percentile(measured[v], 95) * 1000, 2) for v in urls})
+    figures.update({f"cpu_ms_per_request_{v}": round(cpu[v], 3) for v in urls})
+    figures["hub_cpu_ms_per_request_of_the_hub_server"] = round(hub_ms, 3)
+    return figures
 
 
-def over_pairs(runs: list[dict]) -> dict:
-    """A kind's figures over every pair: means, and the standard error between pairs."""
+def over_sets(runs: list[dict]) -> dict:
+    """A kind's figures over every set: means, and the standard error between sets."""
     summary = {"target_slower_percent": 5.0}
-    for key in ("slower_percent", "cpu_slower_percent"):
+    for key in ("slower_percent", "cpu_slower_percent", "twin_slower_percent", "twin_cpu_slower_percent"):
         values = [run[key] for run in runs]
         summary[key] = round(statistics.mean(values), 1)
         if len(values) > 1:
             summary[key + "_standard_error"] = round(statistics.stdev(values) / len(values) ** 0.5, 1)
-    summary["pairs"] = runs
+    summary["sets"] = runs
     return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=2000, help="per server, kind of request and pair")
-    parser.add_argument("--pairs", type=int, default=4,
-                        help="pairs of servers, each started afresh (a pair keeps differences of its own)")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="clients, half of them on each server at every moment")
+    parser.add_argument("--requests", type=int, default=2000, help="per server, kind of request and set")
+    parser.add_argument("--sets", type=int, default=4,
+                        help="sets of servers, each started afresh (a server keeps differences of its own)")
+    parser.add_argument("--workers", type=int, default=len(VARIANTS),
+                        help="clients; with one per server, each server has one request at a time")
     parser.add_argument("--kinds", default="get,put,list", help="among get, put, list")
     args = parser.parse_args()
     kinds = args.kinds.split(",")
@@ -256,7 +271,7 @@ def main() -> None:
                      proxy_api_port=free_port(), with_demo=False)
     hub.start()
     slug, user = "bench-guard", "bench"
-    twin = None
+    containers = None
     try:
         hub.cli("project", "create", slug, "--tier", "public", "--kit", "python-stats", "--title", "bench")
         hub.add_user(user)
@@ -271,33 +286,33 @@ def main() -> None:
         session.headers["Authorization"] = f"token {token}"
         prefix = f"/user/{user}/{slug}/"
         runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
-        for _ in range(args.pairs):
-            guarded, twin = start_pair(client, hub, api, slug, user)
-            urls = {"guard": f"https://{ip_of(client, guarded, slug)}:8888{prefix}",
-                    "no-guard": f"https://{ip_of(client, twin, slug)}:8888{prefix}"}
+        for _ in range(args.sets):
+            containers = start_set(client, hub, api, slug, user)
+            urls = {v: f"https://{ip_of(client, c, slug)}:8888{prefix}" for v, c in containers.items()}
             for url in urls.values():
                 wait_up(url, session)
             for variant, url in urls.items():
                 session.put(url + f"api/contents/work/{notebook_of(variant)}",
                             json={"type": "notebook", "content": NOTEBOOK}, timeout=30).raise_for_status()
-            containers = {"guard": guarded.id, "no-guard": twin.id}
+            ids = {v: c.id for v, c in containers.items()}
             for kind in kinds:
-                runs[kind].append(measure(session, urls, containers, kind, args.requests, args.workers,
+                runs[kind].append(measure(session, urls, ids, kind, args.requests, args.workers,
                                           hub.process.pid))
             time.sleep(2)  # the guard delivers its events every second
-            stop_pair(client, hub, api, slug, user, twin)
-            twin = None
+            stop_set(client, hub, api, slug, user, containers)
+            containers = None
         trail = hub.state_dir / "audit" / f"{slug}.jsonl"
         result = {"benchmark": "guard-contents-api", "machine": {"cpus": os.cpu_count(),
-                  "platform": platform.platform()}, "requests_per_server_kind_and_pair": args.requests,
-                  "pairs": args.pairs, "workers": args.workers,
-                  "method": "alternating request by request, pairs of servers started afresh",
-                  **{kind: over_pairs(runs[kind]) for kind in kinds},
+                  "platform": platform.platform()}, "requests_per_server_kind_and_set": args.requests,
+                  "sets": args.sets, "workers": args.workers, "servers": list(VARIANTS),
+                  "method": "servers taken in turn request by request, sets started afresh",
+                  **{kind: over_sets(runs[kind]) for kind in kinds},
                   "audit_events_written_by_the_hub": sum(1 for _ in trail.open()) if trail.exists() else 0}
         print(json.dumps(result, indent=2))
     finally:
-        if twin is not None:
-            twin.remove(force=True)
+        if containers is not None:
+            for variant in ("twin-guard", "twin-no-guard"):
+                containers[variant].remove(force=True)
         hub.stop()
         time.sleep(1)
         for container in client.containers.list(all=True, filters={"label": f"org.hdshub.project={slug}"}):
