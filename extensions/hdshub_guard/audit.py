@@ -79,18 +79,23 @@ class HubConnection:
         try:
             return self._post(body)
         except (ConnectionError, http.client.BadStatusLine):
-            self.close()
             if not kept:
                 raise
             # The hub closed the kept connection (it restarted, or timed an idle connection
             # out), in all likelihood before reading this post: send it once more. At worst
             # the hub had recorded it and the trail holds it twice; never is it lost.
             return self._post(body)
-        except BaseException:
-            self.close()  # a half-read answer would garble the next one
-            raise
 
     def _post(self, body: bytes) -> tuple[int, bytes]:
+        """One post; any failure closes the connection (a half-read answer would garble
+        the next one), the retried post's included."""
+        try:
+            return self._post_on_connection(body)
+        except BaseException:
+            self.close()
+            raise
+
+    def _post_on_connection(self, body: bytes) -> tuple[int, bytes]:
         if self._connection is None:
             if self.secure:
                 self._connection = http.client.HTTPSConnection(
