@@ -67,6 +67,7 @@ NOTEBOOK = {"cells": [{"cell_type": "code", "source": f"x = {i}", "metadata": {}
 #: The servers compared, each one request at a time in turn: the hub's own server, and two
 #: twins the benchmark starts the same way, with and without the guard.
 VARIANTS = ("guard", "twin-guard", "twin-no-guard")
+TWINS = VARIANTS[1:]
 
 
 def twin(client, original, slug: str, guarded: bool):
@@ -153,7 +154,7 @@ def send(session: requests.Session, url: str, kind: str, notebook: str) -> None:
 
 
 def notebook_of(variant: str) -> str:
-    """Each server saves its own copy: both share the project's work volume, and two servers
+    """Each server saves its own copy: they share the project's work volume, and two servers
     saving one file at once race on its temporary file."""
     return f"bench-{variant}.ipynb"
 
@@ -206,9 +207,13 @@ def start_set(client, hub, api, slug: str, user: str) -> dict:
             "twin-no-guard": twin(client, original, slug, guarded=False)}
 
 
-def stop_set(client, hub, api, slug: str, user: str, containers: dict) -> None:
-    for variant in ("twin-guard", "twin-no-guard"):
+def remove_twins(containers: dict) -> None:
+    for variant in TWINS:
         containers[variant].remove(force=True)
+
+
+def stop_set(client, hub, api, slug: str, user: str, containers: dict) -> None:
+    remove_twins(containers)
     api.delete(f"{hub.public_url}/hub/api/users/{user}/servers/{slug}", timeout=60)
     deadline = time.monotonic() + 120
     while client.containers.list(all=True, filters={"name": naming.container_name(slug, user)}):
@@ -311,8 +316,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
     finally:
         if containers is not None:
-            for variant in ("twin-guard", "twin-no-guard"):
-                containers[variant].remove(force=True)
+            remove_twins(containers)
         hub.stop()
         time.sleep(1)
         for container in client.containers.list(all=True, filters={"label": f"org.hdshub.project={slug}"}):
