@@ -2,9 +2,10 @@
 
 Runs `hdshub up` on a throwaway state directory and starts a real project server (guarded,
 as every server is, holding one raw dataset): its audit events are really delivered to the
-hub and chained there, as in production. Then it starts two twins of it, containers from
-the same image, command line, environment, mounts, network and limits, one with the guard
-and one with the guard switched off on its command line (something the hub never does).
+hub and chained there, as in production. Then it starts two twins of it, containers created
+from the server's own creation settings (image, command line, environment, mounts, limits,
+hardening) on the project network, one with the guard and one with the guard switched off
+on its command line (something the hub never does).
 All three are driven directly on the project network from the host, with the same user
 token: GET of a notebook (what JupyterLab does when opening one), PUT of it (a save, which
 the guard traces with a sha256), and a directory listing.
@@ -13,13 +14,15 @@ Two comparisons, both against the unguarded twin: the hub's own server ("slower_
 what users get), and the guarded twin ("twin_slower_percent", started exactly like the
 unguarded one, so only the guard differs; its events are refused by the hub, which takes a
 server's events from that server's address only, so it keeps sending them: more work than
-a delivered trail). They are both given, because a container the hub started measured a few
-percent slower than a guarded twin on the machine this was built on, for reasons not found.
+a delivered trail). Both are given: on the machine this was built on the hub's server
+measured 0.4-2 % more CPU per request than the guarded twin, for reasons not found.
 
 Each client takes the servers in turn, request by request, so all three are loaded under
 the same conditions at every moment. (Rounds of a few hundred requests, one server after
 the other, moved by 13-30 % from one round to the next on that 2-core virtual machine, CPU
-time per request included.) A slowdown compares mean latencies, which is also the ratio of
+time per request included.) With --pin (the default with two CPUs or more) the three
+servers share the last CPU and the clients and the hub the others, so that no server has a
+CPU to itself by chance (unpinned, a set's listings measured anywhere from -4 % to +12 %). A slowdown compares mean latencies, which is also the ratio of
 the requests/s each server gives a closed loop of clients; its uncertainty within a run is
 the standard error over 10 consecutive blocks. "cpu_ms_per_request" is what each
 container's cgroup counted over the same period; "hub_cpu_ms_per_request_of_the_hub_server"
@@ -68,34 +71,38 @@ NOTEBOOK = {"cells": [{"cell_type": "code", "source": f"x = {i}", "metadata": {}
 #: twins the benchmark starts the same way, with and without the guard.
 VARIANTS = ("guard", "twin-guard", "twin-no-guard")
 TWINS = VARIANTS[1:]
+#: Marks the twins, which otherwise carry the labels of the hub's server.
+BENCHMARK_LABEL = "org.hdshub.benchmark-twin"
 
 
 def twin(client, original, slug: str, guarded: bool):
-    """A container like the hub's server, started by the benchmark (never by the hub): the
-    same image, command line, environment, mounts, limits and network, the guard on or off.
+    """A container made from the hub's server's own creation settings (`docker inspect`:
+    image, command line, environment, user, mounts as DockerSpawner bound them, limits,
+    hardening, labels), on the project network, started by the benchmark (never by the
+    hub), with the guard on or off. Only its name and address differ, and for the unguarded
+    one the switch on its command line.
 
-    Two twins started alike differ only by the guard; the hub's own server is compared too,
-    as it is what users get. A guarded twin's audit events are refused by the hub (it takes
-    a server's events only from that server's address), so the twin keeps them and sends
-    its oldest thousand again every second: more work than a delivered trail, not less.
-    Both hold the original's internal TLS certificate (it names the original's address, so
-    the benchmark does not check host names).
-    """
+    Made from the settings themselves, nothing else can differ: twins made through
+    docker's higher-level API, with the same settings spelt again, still differed from the
+    hub's server in a dozen (binds against mounts, attached output streams, declared
+    volumes and port, automatic removal, swap limit, labels).
+
+    A guarded twin's audit events are refused by the hub (it takes a server's events only
+    from that server's address), so the twin keeps them and sends its oldest thousand again
+    every second: more work than a delivered trail, not less. Both hold the original's
+    internal TLS certificate (it names the original's address, so the benchmark does not
+    check host names)."""
     attrs = original.attrs
-    host = attrs["HostConfig"]
-    mounts = [docker.types.Mount(m["Destination"], m["Name"] if m["Type"] == "volume" else m["Source"],
-                                 type=m["Type"], read_only=not m["RW"])
-              for m in attrs["Mounts"] if m["Type"] in ("volume", "bind")]
+    config = {key: value for key, value in attrs["Config"].items() if key not in ("Hostname", "Domainname")}
     switch = [] if guarded else ['--ServerApp.jpserver_extensions={"hdshub_guard": False}']
-    return client.containers.run(
-        attrs["Config"]["Image"], [*attrs["Config"]["Cmd"], *switch],
-        detach=True, name=original.name + ("-guard" if guarded else "-noguard"), user=attrs["Config"]["User"],
-        environment=attrs["Config"]["Env"], working_dir=attrs["Config"]["WorkingDir"], read_only=True,
-        tmpfs=host["Tmpfs"], mounts=mounts, network=naming.network_name(slug),
-        mem_limit=host["Memory"], cpu_period=host["CpuPeriod"], cpu_quota=host["CpuQuota"],
-        pids_limit=host["PidsLimit"], cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
-        labels={"org.hdshub.project": slug},
-    )
+    config["Cmd"] = [*attrs["Config"]["Cmd"], *switch]
+    config["Labels"] = {**(config.get("Labels") or {}), BENCHMARK_LABEL: "guard" if guarded else "no-guard"}
+    config["HostConfig"] = attrs["HostConfig"]
+    config["NetworkingConfig"] = {"EndpointsConfig": {naming.network_name(slug): {}}}
+    name = original.name + ("-guard" if guarded else "-noguard")
+    created = client.api.create_container_from_config(config, name=name)
+    client.api.start(created["Id"])
+    return client.containers.get(created["Id"])
 
 
 def ip_of(client, container, slug) -> str:
@@ -268,8 +275,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=len(VARIANTS),
                         help="clients; with one per server, each server has one request at a time")
     parser.add_argument("--kinds", default="get,put,list", help="among get, put, list")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) >= 2,
+                        help="the servers on the last CPU, the clients and the hub on the others")
     args = parser.parse_args()
     kinds = args.kinds.split(",")
+    servers_cpu = (os.cpu_count() or 1) - 1
+    if args.pin and servers_cpu < 1:
+        parser.error("--pin needs two CPUs or more: one for the servers, the others for the clients")
+    if args.pin:  # before the hub starts, so that it and its proxy inherit it
+        os.sched_setaffinity(0, set(range(servers_cpu)))
     client = docker.from_env()
     hub = RunningHub(state_dir=Path(tempfile.mkdtemp(prefix="hdshub-bench-")),
                      public_url=f"https://127.0.0.1:{free_port()}", hub_port=free_port(),
@@ -293,6 +307,9 @@ def main() -> None:
         runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
         for _ in range(args.sets):
             containers = start_set(client, hub, api, slug, user)
+            if args.pin:
+                for container in containers.values():
+                    container.update(cpuset_cpus=str(servers_cpu))
             urls = {v: f"https://{ip_of(client, c, slug)}:8888{prefix}" for v, c in containers.items()}
             for url in urls.values():
                 wait_up(url, session)
@@ -311,6 +328,7 @@ def main() -> None:
                   "platform": platform.platform()}, "requests_per_server_kind_and_set": args.requests,
                   "sets": args.sets, "workers": args.workers, "servers": list(VARIANTS),
                   "method": "servers taken in turn request by request, sets started afresh",
+                  "servers_pinned_to_cpu": servers_cpu if args.pin else None,
                   **{kind: over_sets(runs[kind]) for kind in kinds},
                   "audit_events_written_by_the_hub": sum(1 for _ in trail.open()) if trail.exists() else 0}
         print(json.dumps(result, indent=2))
