@@ -15,8 +15,8 @@ what users get), and the guarded twin ("twin_slower_percent", started exactly li
 unguarded one, so only the guard differs; its events are refused by the hub, which takes a
 server's events from that server's address only, so it keeps sending them: more work than
 a delivered trail). Both are given: on the machine this was built on the hub's server
-took 0.2-2.4 % more CPU per request than the guarded twin in every run, for reasons
-not found.
+took 0.2-2.4 % more CPU per GET than the guarded twin in every run, and on saves less
+CPU but more time, for reasons not found.
 
 Each client takes the servers in turn, request by request, so all three are loaded under
 the same conditions at every moment. (Rounds of a few hundred requests, one server after
