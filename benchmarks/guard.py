@@ -23,9 +23,11 @@ the same conditions at every moment. (Rounds of a few hundred requests, one serv
 the other, moved by 13-30 % from one round to the next on that 2-core virtual machine, CPU
 time per request included.) With --pin (the default with two CPUs or more) the three
 servers share the last CPU and the clients and the hub the others, so that no server has a
-CPU to itself by chance (unpinned, a set's listings measured anywhere from -4 % to +12 %). A slowdown compares mean latencies, which is also the ratio of
-the requests/s each server gives a closed loop of clients; its uncertainty within a run is
-the standard error over 10 consecutive blocks. "cpu_ms_per_request" is what each
+CPU to itself by chance (unpinned, a set's listings measured anywhere from -4 % to +12 %).
+
+A slowdown compares mean latencies, which is also the ratio of the requests/s each server
+gives a closed loop of clients; its uncertainty within a run is the standard error over 10
+consecutive blocks. "cpu_ms_per_request" is what each
 container's cgroup counted over the same period; "hub_cpu_ms_per_request_of_the_hub_server"
 what the hub (and its proxy) spent meanwhile per request to its own server: the trail is
 chained there.
@@ -281,9 +283,9 @@ def main() -> None:
     args = parser.parse_args()
     kinds = args.kinds.split(",")
     servers_cpu = (os.cpu_count() or 1) - 1
-    if args.pin and servers_cpu < 1:
-        parser.error("--pin needs two CPUs or more: one for the servers, the others for the clients")
     if args.pin:  # before the hub starts, so that it and its proxy inherit it
+        if servers_cpu < 1:
+            parser.error("--pin needs two CPUs or more: one for the servers, the others for the clients")
         os.sched_setaffinity(0, set(range(servers_cpu)))
     client = docker.from_env()
     hub = RunningHub(state_dir=Path(tempfile.mkdtemp(prefix="hdshub-bench-")),
