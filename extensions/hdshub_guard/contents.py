@@ -13,7 +13,6 @@ import contextvars
 import functools
 import hashlib
 import os
-import stat
 from contextlib import contextmanager
 
 import nbformat
@@ -33,6 +32,8 @@ written_sha256: contextvars.ContextVar[str | None] = contextvars.ContextVar("hds
 #: The type of what the request being handled read ("directory", "file", "notebook"): the
 #: trail records file reads only, without a second stat.
 read_type: contextvars.ContextVar[str | None] = contextvars.ContextVar("hdshub_read_type", default=None)
+#: Whether the read being handled returns the file's content (set by get for its reads).
+returns_content: contextvars.ContextVar[bool] = contextvars.ContextVar("hdshub_returns_content", default=True)
 
 
 def refuse(refusal: messages.Refusal, status: int = 403) -> web.HTTPError:
@@ -55,37 +56,24 @@ class GuardedContentsManager(AsyncLargeFileManager):
         return self._judge
 
     async def get(self, path, content=True, type=None, format=None, require_hash=False):
-        if content:
-            self._check_read(path)
-        model = await super().get(path, content=content, type=type, format=format,
-                                  require_hash=require_hash)
+        # Reads made to return content are held to the browser's size limit (_check_opened);
+        # a read made only to hash a file (content=0&hash=1) is not.
+        returning = returns_content.set(bool(content))
+        try:
+            model = await super().get(path, content=content, type=type, format=format,
+                                      require_hash=require_hash)
+        finally:
+            returns_content.reset(returning)
         read_type.set(model.get("type"))
         return model
-
-    def _check_read(self, path: str) -> None:
-        """Before anything is read: a file too large for a browser. Whether it is raw data or
-        an exact copy of a dataset is judged on the file actually opened (_check_opened): by
-        its descriptor, with no path left to race against and no path resolution to pay for
-        on every read. A directory's content is a listing of names, of raw data too."""
-        judge = self.judge
-        try:
-            info = judge.stat_named(path)
-        except OSError:
-            return  # the manager answers 404 itself
-        if stat.S_ISDIR(info.st_mode) or info.st_size <= self.guard_policy.read_max_bytes:
-            return
-        if judge.resolve(path)[1]:  # a large raw file: say why it is refused, not its size
-            raise refuse(messages.refusal("raw-data"))
-        raise refuse(messages.refusal(
-            "read-too-large", size=messages.human_size(info.st_size),
-            limit=messages.human_size(self.guard_policy.read_max_bytes)))
 
     @contextmanager
     def open(self, os_path, *args, **kwargs):
         """Every read of a file's content opens it here (jupyter-server's _read_file, for
-        files and notebooks alike), and the opened file is judged here by its descriptor: a
-        link, or a link a kernel swaps while the server reads, cannot hand out raw data or an
-        exact copy of it."""
+        files and notebooks alike), and every read rule is judged here, on the opened file
+        by its descriptor: a link, or a link a kernel swaps while the server reads, cannot
+        hand out raw data or an exact copy of it, and no path is resolved twice. (A folder's
+        content is a listing of names, of raw data too: folders are never opened.)"""
         mode = args[0] if args else kwargs.get("mode", "r")
         with super().open(os_path, *args, **kwargs) as f:
             if "r" in mode:
@@ -93,10 +81,17 @@ class GuardedContentsManager(AsyncLargeFileManager):
             yield f
 
     def _check_opened(self, fd: int) -> None:
+        """Raw data first (a large raw file is refused as raw data: the user learns the rule,
+        not a size), then the size a browser may open, then exact copies of a dataset."""
         judge = self.judge
         if judge.is_raw_real(judge.opened_path(fd)):
             raise refuse(messages.refusal("raw-data"))
-        copied = judge.copied_dataset_of(fd)
+        size = os.fstat(fd).st_size
+        limit = self.guard_policy.read_max_bytes
+        if size > limit and returns_content.get():
+            raise refuse(messages.refusal("read-too-large", size=messages.human_size(size),
+                                          limit=messages.human_size(limit)))
+        copied = judge.copied_dataset_of(fd, size)
         if copied:
             raise refuse(messages.refusal("raw-data-copy", name=copied))
 

@@ -158,14 +158,13 @@ class PathJudge:
         except OSError:
             return None
         try:
-            return self.copied_dataset_of(fd)
+            return self.copied_dataset_of(fd, size)
         finally:
             os.close(fd)
 
-    def copied_dataset_of(self, fd: int) -> str | None:
-        """The same for a file already open: judged by what was opened, whatever its path
-        names by now (pread leaves the reader's position alone)."""
-        size = os.fstat(fd).st_size
+    def copied_dataset_of(self, fd: int, size: int) -> str | None:
+        """The same for a file already open, of that size (its fstat): judged by what was
+        opened, whatever its path names by now (pread leaves the reader's position alone)."""
         if size not in self.policy.dataset_sizes:
             return None
         digest, offset = hashlib.sha256(), 0

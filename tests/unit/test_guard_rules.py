@@ -234,19 +234,20 @@ def test_the_trail_takes_the_managers_word_for_what_was_read(root, judge):
 @pytest.mark.parametrize("target, refusal", [("data/cohort.csv", "ne quittent pas"),
                                               ("work/copy.csv", "copie exacte")])
 def test_a_link_swapped_after_the_check_still_reads_nothing_raw(manager, root, monkeypatch, target, refusal):
-    """A kernel may swap a link between the guard's check of the path and the server's open
-    (a race it can retry at will): the file actually opened is judged too."""
+    """A kernel may swap a link between the server's checks of the path and its open (a
+    race it can retry at will): the file actually opened is what is judged."""
     (root / "work/copy.csv").write_bytes(RAW)
     link = root / "work/swap.txt"
     os.symlink(root / "work/notes.txt", link)
-    check_read = GuardedContentsManager._check_read
+    exists = GuardedContentsManager.exists
 
     def check_then_swap(self, path):
-        check_read(self, path)  # passes: the link names notes.txt now
+        found = exists(self, path)  # the server's first look: the link names notes.txt now
         os.remove(link)
         os.symlink(root / target, link)
+        return found
 
-    monkeypatch.setattr(GuardedContentsManager, "_check_read", check_then_swap)
+    monkeypatch.setattr(GuardedContentsManager, "exists", check_then_swap)
     refused(manager.get("work/swap.txt"), refusal)
     refused(manager.get("work/swap.txt", type="file", format="base64"), refusal)
 
@@ -306,6 +307,18 @@ def test_a_large_raw_file_behind_a_link_is_refused_as_raw_data_not_for_its_size(
     refused(manager.get("work/big-link.csv"), "ne quittent pas")
     (root / "work/big-own.csv").write_bytes(b"a" * (policy.read_max_bytes + 1))
     refused(manager.get("work/big-own.csv"), "dépasse la taille")
+
+
+def test_a_file_too_large_to_open_can_still_be_hashed_but_raw_data_cannot(manager, root, policy):
+    """The size limit is the browser's: a read made only to hash a file (JupyterLab asks
+    content=0&hash=1 to detect changes on disk) gives no content and is answered; raw data
+    is refused whatever the read is for."""
+    data = b"a" * (policy.read_max_bytes + 1)
+    (root / "work/big-own.csv").write_bytes(data)
+    model = run(manager.get("work/big-own.csv", content=False, require_hash=True))
+    assert model["hash"] == hashlib.sha256(data).hexdigest() and model["content"] is None
+    refused(manager.get("work/big-own.csv", content=True), "dépasse la taille")
+    refused(manager.get("data/cohort.csv", content=False, require_hash=True), "ne quittent pas")
 
 
 def test_case_tricks_are_judged_on_the_first_folder_under_the_root_only(judge, root):
