@@ -14,9 +14,12 @@ Two comparisons, both against the unguarded twin: the hub's own server ("slower_
 what users get), and the guarded twin ("twin_slower_percent", started exactly like the
 unguarded one, so only the guard differs; its events are refused by the hub, which takes a
 server's events from that server's address only, so it keeps sending them: more work than
-a delivered trail). Both are given: on the machine this was built on the hub's server
-took 0.2-2.4 % more CPU per GET than the guarded twin in every run, and on saves less
-CPU but more time, for reasons not found.
+a delivered trail). Both are given, and the guard's own cost is the twins' figure: the
+hub's server is always the oldest of the three (the twins are made from it), and on the
+machine this was built on, of three identical servers started one after the other, the
+first was the slowest (7.8 % slower than the last, 2.4 % more CPU per GET; the scheduler
+kept it waiting longer). The twins are started in turn in alternate orders from one set
+to the next, so that their start order cancels over an even number of sets.
 
 Each client takes the servers in turn, request by request, so all three are loaded under
 the same conditions at every moment. (Rounds of a few hundred requests, one server after
@@ -229,8 +232,9 @@ def block_standard_error(guard: list[tuple[float, float]], no_guard: list[tuple[
     return statistics.stdev(ratios) / blocks ** 0.5
 
 
-def start_set(client, hub, api, slug: str, user: str) -> dict:
-    """{variant: container}: the hub's server for the project, started afresh, and its twins."""
+def start_set(client, hub, api, slug: str, user: str, guarded_twin_first: bool) -> dict:
+    """{variant: container}: the hub's server for the project, started afresh, then its twins
+    in the order given (of identical servers, the earlier started measured slower)."""
     api.post(f"{hub.public_url}/hub/api/users/{user}/servers/{slug}", timeout=60)
     deadline = time.monotonic() + 120
     while not api.get(f"{hub.public_url}/hub/api/users/{user}", timeout=10).json()["servers"].get(slug, {}).get("ready"):
@@ -238,8 +242,9 @@ def start_set(client, hub, api, slug: str, user: str) -> dict:
             raise RuntimeError(f"the project server did not start in 120 s: see {hub.state_dir}")
         time.sleep(0.2)
     original = client.containers.get(naming.container_name(slug, user))
-    return {"guard": original, "twin-guard": twin(client, original, slug, guarded=True),
-            "twin-no-guard": twin(client, original, slug, guarded=False)}
+    twins = {variant: twin(client, original, slug, guarded=variant == "twin-guard")
+             for variant in (TWINS if guarded_twin_first else TWINS[::-1])}
+    return {"guard": original, **{variant: twins[variant] for variant in TWINS}}
 
 
 def remove_twins(containers: dict) -> None:
@@ -304,7 +309,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000, help="per server, kind of request and set")
     parser.add_argument("--sets", type=int, default=4,
-                        help="sets of servers, each started afresh (a server keeps differences of its own)")
+                        help="sets of servers, each started afresh (a server keeps differences of its own); "
+                             "an even number lets the twins' start order cancel")
     parser.add_argument("--workers", type=int, default=len(VARIANTS),
                         help="clients; with one per server, each server has one request at a time")
     parser.add_argument("--kinds", default="get,put,list", help="among get, put, list")
@@ -338,8 +344,9 @@ def main() -> None:
         session.headers["Authorization"] = f"token {token}"
         prefix = f"/user/{user}/{slug}/"
         runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
-        for _ in range(args.sets):
-            containers = start_set(client, hub, api, slug, user)
+        for index in range(args.sets):
+            guarded_twin_first = index % 2 == 0
+            containers = start_set(client, hub, api, slug, user, guarded_twin_first)
             daemons = {v: storage_daemon_of(c) for v, c in containers.items()}
             if args.pin:  # each server with its storage daemon, which serves its every lookup
                 for variant, container in containers.items():
@@ -354,8 +361,9 @@ def main() -> None:
                             json={"type": "notebook", "content": NOTEBOOK}, timeout=30).raise_for_status()
             ids = {v: c.id for v, c in containers.items()}
             for kind in kinds:
-                runs[kind].append(measure(session, urls, ids, daemons, kind, args.requests,
-                                          args.workers, hub.process.pid))
+                runs[kind].append({**measure(session, urls, ids, daemons, kind, args.requests,
+                                             args.workers, hub.process.pid),
+                                   "guarded_twin_started_first": guarded_twin_first})
             time.sleep(2)  # the guard delivers its events every second
             stop_set(client, hub, api, slug, user, containers)
             containers = None
