@@ -33,10 +33,10 @@ server makes, and left with the clients and the hub it made each server wait on 
 
 A slowdown compares mean latencies, which is also the ratio of the requests/s each server
 gives a closed loop of clients; its uncertainty within a run is the standard error over 10
-consecutive blocks. "cpu_ms_per_request" is what each
-container's cgroup (and its storage daemon) counted over the same period; "hub_cpu_ms_per_request_of_the_hub_server"
-what the hub (and its proxy) spent meanwhile per request to its own server: the trail is
-chained there.
+consecutive blocks. "cpu_ms_per_request" is what each container's cgroup (and its storage
+daemon) counted over the same period; "hub_cpu_ms_per_request_of_the_hub_server" what the
+hub (and its proxy) spent meanwhile per request to its own server: the trail is chained
+there.
 
 All this is repeated on --sets sets of servers, each started afresh: a server process keeps
 differences of its own for its whole life, several percent either way (runs of 3000
@@ -129,7 +129,7 @@ def storage_daemon_of(container) -> int | None:
     with another storage driver. Docker uses it where the kernel's overlay cannot serve (as on
     the machine this was built on): each container's file lookups are then served by its own
     daemon on the host, outside the container's cgroup and CPU set, and for a process that is
-    not root every lookup of an absolute path is a round trip to it (measured: 55-85 µs
+    not root every lookup of an absolute path is a round trip to it (measured: 30-85 µs
     against 1 µs for a relative one)."""
     merged = (container.attrs.get("GraphDriver") or {}).get("Data", {}).get("MergedDir")
     if not merged:
@@ -262,8 +262,9 @@ def stop_set(client, hub, api, slug: str, user: str, containers: dict) -> None:
         time.sleep(0.2)
 
 
-def measure(session, urls: dict[str, str], containers: dict[str, str], daemons: dict[str, int | None],
-            kind: str, requests_: int, workers: int, hub_pid: int) -> dict:
+def measure(session, urls: dict[str, str], containers: dict[str, str],
+            daemons: dict[str, int | None], kind: str, requests_: int, workers: int,
+            hub_pid: int) -> dict:
     """One kind of request on one set of servers: the hub's guarded server and the guarded
     twin each against the unguarded twin. A server's CPU is its container's cgroup and, with
     fuse-overlayfs, its storage daemon's (storage_daemon_of): all the host spends on it."""
@@ -275,7 +276,8 @@ def measure(session, urls: dict[str, str], containers: dict[str, str], daemons: 
     hub_ms = (tree_cpu_ms(hub_pid) - hub_before) / requests_
     measured = {v: [lat for _, lat in pairs] for v, pairs in latencies.items()}
     means = {v: statistics.mean(values) for v, values in measured.items()}
-    daemon = {v: (tree_cpu_ms(daemons[v]) - before) / len(latencies[v]) for v, before in daemon_before.items()}
+    daemon = {v: (tree_cpu_ms(daemons[v]) - before) / len(latencies[v])
+              for v, before in daemon_before.items()}
     cpu = {v: (read_cgroup(c)[0] - cpu_before[v]) / len(latencies[v]) / 1e6 + daemon.get(v, 0.0)
            for v, c in containers.items()}
     per_server = workers / len(urls)  # the clients each server has at every moment
