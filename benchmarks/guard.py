@@ -370,10 +370,11 @@ def main() -> None:
             stop_set(client, hub, api, slug, user, containers)
             containers = None
         trail = hub.state_dir / "audit" / f"{slug}.jsonl"
-        result = {"benchmark": "guard-contents-api", "machine": {"cpus": os.cpu_count(),
-                  "platform": platform.platform(),
-                  "docker_storage_driver": client.info().get("Driver")}, "requests_per_server_kind_and_set": args.requests,
-                  "sets": args.sets, "workers": args.workers, "servers": list(VARIANTS),
+        machine = {"cpus": os.cpu_count(), "platform": platform.platform(),
+                   "docker_storage_driver": client.info().get("Driver")}
+        result = {"benchmark": "guard-contents-api", "machine": machine,
+                  "requests_per_server_kind_and_set": args.requests, "sets": args.sets,
+                  "workers": args.workers, "servers": list(VARIANTS),
                   "method": "servers taken in turn request by request, sets started afresh",
                   "servers_pinned_to_cpu": servers_cpu if args.pin else None,
                   **{kind: over_sets(runs[kind]) for kind in kinds},
