@@ -128,6 +128,8 @@ def _flush_at_shutdown(serverapp, client) -> None:
 async def _flush_then_stop(serverapp, client) -> None:
     try:
         await client.flush()
+    except Exception:
+        serverapp.log.exception("hdshub_guard: audit events could not be delivered before stopping")
     finally:
         serverapp.stop()
 

@@ -117,6 +117,14 @@ class HubConnection:
             self._connection = None
 
 
+class HubRefused(Exception):
+    """The hub answered but did not take the batch, and may take it later (401, 403, 429, 5xx)."""
+
+    def __init__(self, status: int):
+        super().__init__(f"hub answered {status}")
+        self.status = status
+
+
 class AuditClient:
     def __init__(self, api_url: str, token: str):
         self.queue: deque[dict] = deque()
@@ -148,8 +156,8 @@ class AuditClient:
             try:
                 await self.flush()
                 delay = FLUSH_SECONDS
-            except Exception as error:  # the hub is unreachable: keep the events, retry later
-                log.warning("hdshub audit: hub unreachable (%s), %d events kept", error, len(self.queue))
+            except Exception as error:  # unreachable, or refusing for now: keep, retry later
+                log.warning("hdshub audit: events not delivered (%s), %d kept", error, len(self.queue))
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
 
     async def flush(self) -> None:
@@ -179,7 +187,13 @@ class AuditClient:
                     for _ in range(count):
                         self.queue.popleft()
                     self.dropped += count
-                return
+                    return
+                # Refused for now (not authorised yet or any more, too many posts, a hub
+                # error): the same batch a second later would be refused again, so the
+                # events are kept and the next tries come as for an unreachable hub, ever
+                # further apart. (Posted again every second, a refused server re-sent its
+                # oldest thousand events, half a megabyte, to the hub each second.)
+                raise HubRefused(code)
             for _ in range(count):
                 self.queue.popleft()
 

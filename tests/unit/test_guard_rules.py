@@ -686,6 +686,41 @@ def test_a_batch_the_hub_refuses_is_dropped_and_the_trail_says_how_many():
     assert later["target"] == "work/b.csv" and client.dropped == 0
 
 
+def test_a_batch_refused_for_now_is_kept_and_tried_again_ever_later(monkeypatch):
+    """401, 403, 429 and hub errors: the same batch a second later would be refused again.
+    It is kept, and the next posts come as for an unreachable hub, ever further apart, until
+    the hub takes it (it used to be posted again every second, half a megabyte each time)."""
+    answers = [403, 429, 503, 201]
+    posts, delays = [], []
+
+    class Hub:
+        def post(self, body):
+            posts.append(len(json.loads(body)["events"]))
+            return answers[len(posts) - 1], b"refused"
+
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay):  # the client's waits, recorded and not waited
+        delays.append(delay)
+        await real_sleep(0)
+
+    client = audit.AuditClient("http://127.0.0.1:9/hub/api", "t")
+    client.hub = Hub()
+    for _ in range(3):
+        client.record("alice", "contents-read", "work/a.csv")
+
+    async def deliver():
+        monkeypatch.setattr(audit.asyncio, "sleep", sleep)
+        client.start()
+        while len(posts) < len(answers) or len(delays) <= len(answers):
+            await real_sleep(0.005)
+        client._task.cancel()
+
+    run(deliver())
+    assert delays[:5] == [1.0, 2.0, 4.0, 8.0, 1.0]  # back to every second once delivered
+    assert posts == [3, 3, 3, 3] and not client.queue and client.dropped == 0
+
+
 def test_deliveries_keep_one_connection_and_survive_a_hub_restart():
     """Every post used to open a connection (and a TLS handshake, on the server and on the
     hub) once a second. Against tornado's HTTP server, which the hub runs: three flushes
