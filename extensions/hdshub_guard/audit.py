@@ -120,10 +120,6 @@ class HubConnection:
 class HubRefused(Exception):
     """The hub answered but did not take the batch, and may take it later (401, 403, 429, 5xx)."""
 
-    def __init__(self, status: int):
-        super().__init__(f"hub answered {status}")
-        self.status = status
-
 
 class AuditClient:
     def __init__(self, api_url: str, token: str):
@@ -193,7 +189,7 @@ class AuditClient:
                 # events are kept and the next tries come as for an unreachable hub, ever
                 # further apart. (Posted again every second, a refused server re-sent its
                 # oldest thousand events, half a megabyte, to the hub each second.)
-                raise HubRefused(code)
+                raise HubRefused(f"hub answered {code}")
             for _ in range(count):
                 self.queue.popleft()
 
