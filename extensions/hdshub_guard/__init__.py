@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from . import audit, gate, isolation, messages, quota, reaper
+from . import activity, audit, gate, isolation, messages, quota, reaper
 from .contents import GuardedContentsManager, read_type, written_sha256
 from .paths import PathJudge
 from .policy import load as load_policy
@@ -92,6 +92,7 @@ def _load_jupyter_server_extension(serverapp):
     client.start()
     _flush_at_shutdown(serverapp, client)
     reaper.start_if_init(serverapp.log)
+    activity.count_busy_kernels(serverapp)
     _stop_at_max_age(serverapp, policy, client)
     serverapp.log.info("hdshub_guard %s enforcing %s", __version__, os.environ.get("HDSHUB_POLICY_PATH"))
 

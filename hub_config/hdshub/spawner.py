@@ -162,6 +162,8 @@ class ProjectSpawner(DockerSpawner):
             **self.environment,  # keep what the configuration sets (JUPYTERHUB_ALLOW_TOKEN_IN_URL)
             **containers.thread_environment(tier),
             **containers.guard_environment(),
+            # Often enough for the idle culler not to stop a server in use (culling.py).
+            "JUPYTERHUB_ACTIVITY_INTERVAL": str(culling.check_interval(tier["idle_timeout_seconds"])),
         }
         self.network_name = network
         policy_folder = self.write_policy(project, tier)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -105,8 +106,39 @@ def test_a_memory_hog_kernel_is_killed_the_server_lives_and_says_why(hub, small)
     session.delete(f"{url}/api/kernels/{kernel}", timeout=30)
 
 
+def test_a_server_in_use_longer_than_its_idle_timeout_is_kept(hub, small):
+    """The idle culler judges a server by the activity the server reports to the hub: used
+    for longer than its tier's 60 s, the server must still run, its activity known to the hub."""
+    session, url, slug = small["session"], small["url"], small["slug"]
+    start = time.monotonic()
+    while time.monotonic() - start < 80:
+        reply = session.get(f"{url}/api/contents/work", timeout=30, allow_redirects=False)
+        assert reply.status_code == 200, f"stopped while in use: {reply.status_code}\n{hub.hub_log()}"
+        time.sleep(5)
+    server = session.get(f"{hub.public_url}/hub/api/users/alice", timeout=10).json()["servers"].get(slug)
+    assert server is not None, hub.hub_log()
+    reported = datetime.fromisoformat(server["last_activity"])
+    assert datetime.now(timezone.utc) - reported < timedelta(seconds=30), server["last_activity"]
+
+
+def test_a_kernel_computing_longer_than_the_idle_timeout_keeps_its_server(hub, small):
+    """A kernel busy without printing for longer than the tier's 60 s is activity (the
+    guard's activity.py): its server is not stopped under it, and the result comes back."""
+    session, url, slug = small["session"], small["url"], small["slug"]
+    # A fresh server: the tier's maximum age (150 s) would end the one the tests above used.
+    stop_server(hub, session, "alice", slug)
+    assert start_server(hub, session, "alice", slug).status_code in (201, 202)
+    wait_ready(hub, session, "alice", slug)
+    kernel = start_kernel(session, url)
+    done = execute(url, small["token"], hub.ca_file, kernel, "import time\ntime.sleep(80)\nprint('fini')",
+                   timeout=150)
+    assert done.stdout.strip() == "fini", hub.hub_log()
+    session.delete(f"{url}/api/kernels/{kernel}", timeout=30)
+
+
 def test_an_idle_server_is_stopped_per_its_tier(hub, small):
-    """60 s idle timeout: the server stops itself (checked each minute), the hub sees it."""
+    """60 s idle timeout: the hub's idle culler stops the server once it has reported no
+    activity for that long (it checks every 15 s)."""
     session, slug = small["session"], small["slug"]
     for kernel in session.get(f"{small['url']}/api/kernels", timeout=10).json():
         session.delete(f"{small['url']}/api/kernels/{kernel['id']}", timeout=30)
