@@ -118,7 +118,7 @@ def test_a_server_in_use_longer_than_its_idle_timeout_is_kept(hub, small):
     server = session.get(f"{hub.public_url}/hub/api/users/alice", timeout=10).json()["servers"].get(slug)
     assert server is not None, hub.hub_log()
     reported = datetime.fromisoformat(server["last_activity"])
-    # Reported every 15 s (± 20 %), the last request 5 s ago at most; JupyterHub's default
+    # Reported every 15 s (± 10 %), the last request 5 s ago at most; JupyterHub's default
     # 5 minutes would leave the start time here, over 80 s old.
     assert datetime.now(timezone.utc) - reported < timedelta(seconds=45), server["last_activity"]
 
