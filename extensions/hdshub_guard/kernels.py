@@ -151,7 +151,7 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
 
     def on_kernel_restarted(self):
         """Say why when the kernel died of the tier's memory limit (the OOM killer picks
-        kernels first: see quota.GuardedKernelManager)."""
+        kernels first: see quota.GuardedKernel)."""
         kills = quota.oom_kills()
         if kills is not None and self._oom_kills is not None and kills > self._oom_kills:
             policy = guard().policy

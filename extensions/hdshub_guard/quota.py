@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import time
 
-from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager, ServerKernelManager
 from tornado import web
+from traitlets import default
 
 from . import messages
 from .state import guard
@@ -104,9 +105,38 @@ def oom_kills() -> int | None:
     return None
 
 
+class GuardedKernel(ServerKernelManager):
+    """One kernel, made right at every start of its process: the first start, a restart asked
+    for from JupyterLab, and the automatic restart after it died (of the memory limit, say).
+
+    - It is the first the OOM killer picks, so a memory hog dies and the server lives. The
+      mark is per process: a restarted kernel would otherwise inherit the server's.
+    - Its state is "starting" again. jupyter-server keeps the state of the process that died
+      (jupyter-server issue #1395): a kernel killed while computing would stay "busy" for ever,
+      so its server would never look idle (activity.py) and the websockets opened to it would
+      skip the handshake that makes sure no reply is lost (ZMQChannelsWebsocketConnection.nudge).
+    """
+
+    async def _async_post_start_kernel(self, **kw) -> None:
+        await super()._async_post_start_kernel(**kw)
+        self.execution_state = "starting"
+        pid = getattr(self.provisioner, "pid", None)
+        if pid is None:
+            return
+        try:
+            with open(f"/proc/{pid}/oom_score_adj", "w", encoding="ascii") as f:
+                f.write(OOM_SCORE_ADJ)
+        except OSError as error:
+            self.log.warning("hdshub: could not mark a kernel for the OOM killer: %s", error)
+
+
 class GuardedKernelManager(AsyncMappingKernelManager):
-    """Kernels per server capped by the tier; none starts over the storage quota; kernels are
-    the first the kernel's OOM killer picks, so a memory hog dies and the server lives."""
+    """Kernels per server capped by the tier; none starts over the storage quota; each is a
+    GuardedKernel."""
+
+    @default("kernel_manager_class")
+    def _guarded_kernel(self) -> str:
+        return f"{GuardedKernel.__module__}.GuardedKernel"
 
     async def start_kernel(self, *, kernel_id=None, path=None, **kwargs):
         if kernel_id is None or kernel_id not in self:
@@ -121,16 +151,4 @@ class GuardedKernelManager(AsyncMappingKernelManager):
                 refusal = messages.refusal("storage-full-kernel", **storage_values(used))
                 messages.current_refusal.set(refusal)
                 raise web.HTTPError(507, refusal.text)
-        kernel_id = await super().start_kernel(kernel_id=kernel_id, path=path, **kwargs)
-        self._make_first_to_die(kernel_id)
-        return kernel_id
-
-    def _make_first_to_die(self, kernel_id: str) -> None:
-        pid = getattr(getattr(self.get_kernel(kernel_id), "provisioner", None), "pid", None)
-        if pid is None:
-            return
-        try:
-            with open(f"/proc/{pid}/oom_score_adj", "w", encoding="ascii") as f:
-                f.write(OOM_SCORE_ADJ)
-        except OSError as error:
-            self.log.warning("hdshub: could not mark kernel %s for the OOM killer: %s", kernel_id, error)
+        return await super().start_kernel(kernel_id=kernel_id, path=path, **kwargs)

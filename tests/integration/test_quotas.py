@@ -104,6 +104,7 @@ def test_kernels_per_server_are_capped(hub, small):
 def test_a_memory_hog_kernel_is_killed_the_server_lives_and_says_why(hub, small):
     session, url = small["session"], small["url"]
     kernel = start_kernel(session, url)
+    assert kernel_oom_score_adj(small, kernel) == 1000
     hog = "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))\n"
     messages = listen(url, small["token"], hub.ca_file, kernel, hog,
                       until=lambda m: m.get("msg_type") == "stream" and "mémoire" in m["content"].get("text", ""),
@@ -111,8 +112,47 @@ def test_a_memory_hog_kernel_is_killed_the_server_lives_and_says_why(hub, small)
     notice = messages[-1]["content"]["text"]
     assert SMALL_TIER in notice and "memory" in notice
     assert session.get(f"{url}/api/status", timeout=10).status_code == 200
+    # The restarted kernel is known to be starting (then idle), not "busy" like the one that
+    # died computing (jupyter-server #1395): a busy kernel keeps its server from ever looking
+    # idle, and websockets opened to it skip the handshake that makes sure no reply is lost.
+    assert wait_for_state(session, url, kernel, ("starting", "idle")) in ("starting", "idle")
+    # ... and it is again the first the OOM killer picks: the mark is per process.
+    assert kernel_oom_score_adj(small, kernel) == 1000
     assert execute(url, small["token"], hub.ca_file, kernel, "print(1 + 1)").stdout.strip() == "2"
+    # A restart asked for (JupyterLab's "Restart kernel") makes a new process, marked too.
+    assert session.post(f"{url}/api/kernels/{kernel}/restart", timeout=60).status_code == 200
+    assert kernel_oom_score_adj(small, kernel) == 1000
     session.delete(f"{url}/api/kernels/{kernel}", timeout=30)
+
+
+def wait_for_state(session, url: str, kernel: str, wanted: tuple[str, ...], timeout: float = 30) -> str:
+    """The kernel's state as the server reports it, once it is one of `wanted` (or the last)."""
+    deadline, state = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        state = session.get(f"{url}/api/kernels/{kernel}", timeout=10).json()["execution_state"]
+        if state in wanted:
+            break
+        time.sleep(1)
+    return state
+
+
+def kernel_oom_score_adj(small, kernel: str) -> int:
+    """The kernel process is the one with its connection file among its arguments (this
+    script too, hence the skipped own pid)."""
+    script = ("import os, pathlib, sys\n"
+              "for entry in pathlib.Path('/proc').glob('[0-9]*'):\n"
+              "    if entry.name == str(os.getpid()):\n"
+              "        continue\n"
+              "    try:\n"
+              "        argv = (entry / 'cmdline').read_bytes().split(b'\\0')\n"
+              "        if any(a.endswith(sys.argv[1].encode()) for a in argv):\n"
+              "            print((entry / 'oom_score_adj').read_text().strip())\n"
+              "    except OSError:\n"
+              "        pass\n")
+    result = small["container"].exec_run(["python3", "-c", script, f"kernel-{kernel}.json"], user="1000")
+    scores = result.output.decode().split()
+    assert result.exit_code == 0 and len(scores) == 1, result.output.decode(errors="replace")
+    return int(scores[0])
 
 
 def test_a_server_in_use_longer_than_its_idle_timeout_is_kept(hub, small):
