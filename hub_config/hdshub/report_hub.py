@@ -38,6 +38,8 @@ API_ROUTE = r"/api/hdshub/reports/([^/]+)"
 API_ITEM_ROUTE = r"/api/hdshub/reports/([^/]+)/([^/]+)"
 #: Runs kept in memory per project for the API (the outputs folder is the lasting record).
 KEPT_RUNS = 50
+#: How long a request waits for the end of a run whose container ended to be recorded.
+SETTLE_SECONDS = 60
 log = logging.getLogger("JupyterHub")
 
 _runs: dict[str, dict[str, report_runs.ReportRun]] = {}
@@ -120,17 +122,19 @@ class _ReportsBase(ProjectAPIHandler):
 
     async def settle_ended(self, slug: str) -> None:
         """Wait for the follower of a run whose container Docker says has ended: it is about
-        to record it (a second or two), and the project is then free for the next run."""
+        to record it (a second or two), and the project is then free for the next run. Ended
+        is any state but running: the follower removing the container makes it "removing"."""
         busy = running(slug)
         following = _following.get((slug, busy.run)) if busy else None
         if following is None:
             return
         state = await self.in_thread(report_runs.container_state, docker.from_env(), busy.project, busy.run)
-        if state in ("exited", "dead", None):
+        if state not in report_runs.RUNNING_STATES:
             try:
-                await asyncio.wait_for(asyncio.shield(following), timeout=60)
+                await asyncio.wait_for(asyncio.shield(following), timeout=SETTLE_SECONDS)
             except asyncio.TimeoutError:
-                pass
+                log.warning("hdshub: report %s/%s ended in Docker (%s) but is still being recorded "
+                            "after %d s", slug, busy.run, state, SETTLE_SECONDS)
 
     async def execute(self, run: report_runs.ReportRun, *work) -> None:
         """Carry the run out in its own thread, record its end, and only then show it ended
@@ -144,6 +148,7 @@ class _ReportsBase(ProjectAPIHandler):
         log.info("hdshub: report %s/%s by %s ended: %s", run.project, run.run, run.requested_by, ended.status)
         try:
             await Recorder.for_directory(self.audit_dir).write(run.project, [report_runs.end_event(ended)])
+            log.info("hdshub: report %s/%s: its end is in the audit trail", run.project, run.run)
         except Exception:
             log.exception("hdshub: the end of report %s/%s could not be recorded", run.project, run.run)
         finally:

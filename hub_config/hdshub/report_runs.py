@@ -254,6 +254,10 @@ def unfollowed(client: docker.DockerClient, project: str, followed: set[str]) ->
     return found
 
 
+#: Docker's states of a container still at work; any other ("exited", "dead", "removing") has ended.
+RUNNING_STATES = frozenset({"created", "running", "paused", "restarting"})
+
+
 def container_state(client: docker.DockerClient, project: str, run: str) -> str | None:
     """Docker's status of a run's container ("running", "exited"...), None: there is none."""
     try:
@@ -342,6 +346,8 @@ def carry_out(client: docker.DockerClient, run: ReportRun, tier: dict | None = N
             outcome = follow(container, run, time_limit, grace=grace)
         else:
             outcome = follow(container, run, time_limit, start=False, grace=grace)
+        log.info("hdshub: report %s/%s: its container ended (exit code %s), reading its folder",
+                 run.project, run.run, outcome[1])
         # From the ended container itself: a utility container to read the volume would
         # cost a create and a removal more (about 0.3 s here).
         digests, provenance = folder_digests(container, f"{containers.HOME}/outputs/reports/{run.run}")

@@ -15,7 +15,7 @@ import time
 import docker
 import pytest
 
-from hdshub import demo, images, kit_environments, naming, project_resources, report_runs
+from hdshub import demo, images, kit_environments, naming, project_resources, report_hub, report_runs
 from hdshub.hardening import container_problems
 from hdshub.kits import load_kits
 from hdshub.tiers import enforced, load_tiers
@@ -346,8 +346,10 @@ def test_a_run_the_hub_lost_blocks_the_next_and_what_it_left_is_settled(hub, doc
         assert "redémarrage du hub" in refused.json()["message"]
     finally:
         orphan.kill()  # it dies, as a run stopped at the time limit does; the container stays
-    started = session.post(url, json={"notebook": "descriptive"}, timeout=30)
-    assert started.status_code == 202, started.text
+    # The hub may wait up to report_hub.SETTLE_SECONDS for the lost run's end to be recorded.
+    started = session.post(url, json={"notebook": "descriptive"}, timeout=report_hub.SETTLE_SECONDS + 60)
+    assert started.status_code == 202, started.text + "\n" + "\n".join(  # the follower's lines, if it was slow
+        line for line in hub.hub_log(400).splitlines() if "report" in line)[-3000:]
     run = started.json()["run"]
     deadline = time.monotonic() + 180
     while (state := session.get(f"{url}/{run}", timeout=30).json())["status"] in ("starting", "running"):
