@@ -108,8 +108,7 @@ class _ReportsBase(ProjectAPIHandler):
         stands for: it was started before the hub restarted. Its end is recorded as any
         other's, and one past the time limit is stopped."""
         kept = _runs.setdefault(slug, {})
-        # The client that follows a run waits on its log stream for as long as it is quiet.
-        client = docker.from_env(timeout=report_runs.TIME_LIMIT_SECONDS + 120)
+        client = await self.in_thread(follower_client)
         found = await self.in_thread(report_runs.unfollowed, client, slug, set(kept))
         for container in found:
             run = report_runs.adopted_run(container)
@@ -128,7 +127,7 @@ class _ReportsBase(ProjectAPIHandler):
         following = _following.get((slug, busy.run)) if busy else None
         if following is None:
             return
-        state = await self.in_thread(report_runs.container_state, docker.from_env(), busy.project, busy.run)
+        state = await self.in_thread(lambda: report_runs.container_state(docker.from_env(), busy.project, busy.run))
         if state not in report_runs.RUNNING_STATES:
             try:
                 await asyncio.wait_for(asyncio.shield(following), timeout=SETTLE_SECONDS)
@@ -154,6 +153,13 @@ class _ReportsBase(ProjectAPIHandler):
         finally:
             vars(run).update(vars(ended))
             _following.pop((run.project, run.run), None)
+
+
+def follower_client() -> docker.DockerClient:
+    """A Docker client for following runs: it waits on a run's log stream for as long as the
+    run is quiet. Made in a thread: docker-py asks the engine its API version on creation,
+    which must not hold the hub's event loop when the engine is slow."""
+    return docker.from_env(timeout=report_runs.TIME_LIMIT_SECONDS + 120)
 
 
 def keep(run: report_runs.ReportRun) -> None:
@@ -202,6 +208,7 @@ class ReportsAPIHandler(_ReportsBase):
             reports.check_min_count(declared, parameters, self.min_count)
         except dashboards.DashboardError as error:
             raise _refused(error) from None
+        client = await self.in_thread(follower_client)  # the new run's, made before the checks below
         # A run started before the hub restarted is not in memory, but its container is; the
         # runner also counts on one run at a time (it settles the folders dead runs left).
         await self.adopt(slug)
@@ -214,8 +221,7 @@ class ReportsAPIHandler(_ReportsBase):
             parameters=parameters, requested_by=by,
             title=reports.title_of(notebook, source, language),
             source_ip=client_ip(self.request, self.trusted))
-        keep(run)
-        client = docker.from_env(timeout=report_runs.TIME_LIMIT_SECONDS + 120)
+        keep(run)  # no await between refuse_if_busy and here: one run at a time
         _following[(slug, run.run)] = asyncio.ensure_future(
             self.execute(run, report_runs.carry_out, client, run, tier, project.kit, image))
         self.set_status(202)

@@ -140,7 +140,7 @@ def wait_ready(hub, session: requests.Session, user: str, server: str, timeout: 
     """Poll the REST API until the named server is ready; read its state, not a status code."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        model = session.get(f"{hub.public_url}/hub/api/users/{user}", timeout=10).json()
+        model = session.get(f"{hub.public_url}/hub/api/users/{user}", timeout=30).json()
         state = model.get("servers", {}).get(server)
         if state and state.get("ready"):
             return state
@@ -159,7 +159,7 @@ def stop_server(hub, session: requests.Session, user: str, server: str) -> None:
     assert reply.status_code in (202, 204), reply.text
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        model = session.get(f"{hub.public_url}/hub/api/users/{user}", timeout=10).json()
+        model = session.get(f"{hub.public_url}/hub/api/users/{user}", timeout=30).json()
         if server not in model.get("servers", {}):
             return
         time.sleep(0.25)

@@ -49,7 +49,7 @@ def trail(hub, stream: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def wait_for_event(hub, stream: str, timeout: float = 20, **fields) -> dict:
+def wait_for_event(hub, stream: str, timeout: float = 90, **fields) -> dict:
     """The first event of `stream` whose fields (and `details` entries) match, waiting for it:
     the hub writes its own events from a thread, just after the fact."""
     details = fields.pop("details", {})

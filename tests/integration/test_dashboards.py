@@ -195,8 +195,9 @@ def test_withdraw_then_publish_again_makes_version_2(hub, docker_client, project
 def test_opening_a_dashboard_starts_its_stopped_server(hub, docker_client, projects):
     a, _ = projects
     hub.api.request("DELETE", f"/users/dashboards/servers/{a.slug}")
-    deadline = time.monotonic() + 60
-    while hub.api.get_user("dashboards")["servers"].get(a.slug) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 120
+    while hub.api.get_user("dashboards")["servers"].get(a.slug):
+        assert time.monotonic() < deadline, "the dashboard server did not stop"
         time.sleep(0.5)
     clinician = hub.login("dclin", a.passwords["dclin"])
     deadline = time.monotonic() + 120

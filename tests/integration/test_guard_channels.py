@@ -144,7 +144,7 @@ def kernel_session(hub, server, kernel_id, scenario, v1: bool = False):
     return asyncio.run(main())
 
 
-def trail_events(hub, server, wanted, timeout: float = 30) -> list[dict]:
+def trail_events(hub, server, wanted, timeout: float = 90) -> list[dict]:
     """The project's audit events, once wanted(events) holds (the guard sends them each second)."""
     trail = hub.state_dir / "audit" / f"{server['slug']}.jsonl"
     deadline = time.monotonic() + timeout

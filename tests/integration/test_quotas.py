@@ -129,7 +129,7 @@ def wait_for_state(session, url: str, kernel: str, wanted: tuple[str, ...], time
     """The kernel's state as the server reports it, once it is one of `wanted` (or the last)."""
     deadline, state = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
-        state = session.get(f"{url}/api/kernels/{kernel}", timeout=10).json()["execution_state"]
+        state = session.get(f"{url}/api/kernels/{kernel}", timeout=30).json()["execution_state"]
         if state in wanted:
             break
         time.sleep(1)
@@ -193,7 +193,7 @@ def test_an_idle_server_is_stopped_per_its_tier(hub, small):
         session.delete(f"{small['url']}/api/kernels/{kernel['id']}", timeout=30)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        servers = session.get(f"{hub.public_url}/hub/api/users/alice", timeout=10).json()["servers"]
+        servers = session.get(f"{hub.public_url}/hub/api/users/alice", timeout=30).json()["servers"]
         if slug not in servers:
             return
         time.sleep(5)

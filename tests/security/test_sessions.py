@@ -67,11 +67,13 @@ def test_a_revoked_token_stops_working_on_the_server_within_seconds(hub, alice_s
     alice = hub.as_user(made["token"])
     assert alice.get(f"{alice_server.url}/api/status", timeout=30).status_code == 200  # now cached
     hub.api.request("DELETE", f"/users/alice/tokens/{made['id']}")
-    revoked = time.monotonic()
+    revoked = sent = time.monotonic()
+    # Judged by when each request was sent: a slow reply to an early one is no failure.
     while alice.get(f"{alice_server.url}/api/status", timeout=30).status_code == 200:
-        assert time.monotonic() - revoked < configurer.SERVER_TOKEN_CACHE_SECONDS + 5, \
+        assert sent - revoked < configurer.SERVER_TOKEN_CACHE_SECONDS + 5, \
             "the server still accepts a revoked token"
         time.sleep(0.5)
+        sent = time.monotonic()
 
 
 def test_a_token_in_the_url_authenticates_nothing(hub, alice_server):
