@@ -179,6 +179,13 @@ def up(
         # JupyterHub 6.1.1 reads the auth_state key from its environment only.
         "JUPYTERHUB_CRYPT_KEY": state.secret("auth-state-crypt-key"),
     }
+    # Started in the background by a shell without job control (`bin/up &` in a script),
+    # `up` ignores SIGINT, and an ignored signal is inherited: the hub and its services (idle
+    # culler, usage sampler) would ignore the SIGINT with which JupyterHub stops them, and
+    # each would be stopped only after JupyterHub's timeouts, a stop taking a minute.
+    # Python's own handler is not inherited: the hub starts with the default.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     with open(log, "ab") as log_file:
         hub = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG_FILE)],

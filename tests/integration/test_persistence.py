@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+
 import pytest
 
 from .conftest import start_server, stop_server, wait_ready
@@ -53,3 +56,31 @@ def test_a_running_server_survives_a_hub_restart(hub, new_project):
     wait_ready(hub, alice, "alice", slug, timeout=60)
     assert alice.get(f"{hub.public_url}/user/alice/{slug}/api/status", timeout=30).status_code == 200
     stop_server(hub, alice, "alice", slug)
+
+
+def sigint_ignored(pid: int) -> bool:
+    ignored = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigIgn:"))
+    return bool(int(ignored.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+
+
+def test_a_hub_started_in_the_background_still_interrupts_its_services(hub):
+    """`bin/up &` in a script (a shell without job control) starts `up` ignoring SIGINT, and
+    an ignored signal is inherited: the hub's services (idle culler, usage sampler) would
+    ignore the SIGINT JupyterHub stops them with, and each stop would wait out JupyterHub's
+    timeouts (a minute, measured by hand). `hdshub up` gives the hub the default back."""
+    hub.stop()
+    hub.start(ignoring_sigint=True)
+    hub_pid = int((hub.state_dir / "jupyterhub.pid").read_text())
+    children = [int(entry.name) for entry in Path("/proc").glob("[0-9]*")
+                if _parent(entry) == hub_pid]
+    services = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children}
+    services = {pid: cmd for pid, cmd in services.items() if b"hdshub.usage" in cmd or b"idle_culler" in cmd}
+    assert len(services) == 2, services
+    assert [pid for pid in services if sigint_ignored(pid)] == []
+
+
+def _parent(entry: Path) -> int | None:
+    try:  # "pid (name) state ppid ...", the name may hold spaces
+        return int(entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None

@@ -57,7 +57,8 @@ class RunningHub:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self, timeout: float = 180) -> None:
+    def start(self, timeout: float = 180, ignoring_sigint: bool = False) -> None:
+        """ignoring_sigint: launch `up` as a shell without job control launches `up &`."""
         argv = [
             *HDSHUB, "--state-dir", str(self.state_dir), "up", "--no-build",
             "--bind-url", self.public_url, "--hub-port", str(self.hub_port),
@@ -67,6 +68,7 @@ class RunningHub:
             argv.append("--no-demo")
         self.process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignoring_sigint else None,
             env={**os.environ, "PYTHONUNBUFFERED": "1",
                  **({"HDSHUB_CONFIG_DIR": str(self.config_dir)} if self.config_dir else {})},
         )
