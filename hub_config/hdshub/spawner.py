@@ -232,7 +232,7 @@ class ProjectSpawner(DockerSpawner):
         self.configure_for(project, volumes, network)  # image, limits, hardening: as any server
         if self.user.name == dashboards.OWNER:
             self.configure_dashboard_server(project, volumes)
-            dashboard_server.grant_viewers(self.db, project.slug)
+            dashboard_server.grant_viewers(self.user.db, project.slug)
         if self.internal_ssl:
             address = await asyncio.wrap_future(
                 self.executor.submit(project_resources.free_address, self.client, network)
@@ -319,7 +319,7 @@ class ProjectSpawner(DockerSpawner):
         status = await super().poll()
         if status is None and self.user.name == dashboards.OWNER:
             # Also at hub start, which deletes the viewers' role (see grant_viewers).
-            dashboard_server.grant_viewers(self.db, self.name)
+            dashboard_server.grant_viewers(self.user.db, self.name)
         return status
 
     def get_args(self):
