@@ -122,7 +122,8 @@ class _ReportsBase(ProjectAPIHandler):
     async def settle_ended(self, slug: str) -> None:
         """Wait for the follower of a run whose container Docker says has ended: it is about
         to record it (a second or two), and the project is then free for the next run. Ended
-        is any state but running: the follower removing the container makes it "removing"."""
+        is any state but those of a container at work: the follower removing the container
+        makes it "removing"."""
         busy = running(slug)
         following = _following.get((slug, busy.run)) if busy else None
         if following is None:

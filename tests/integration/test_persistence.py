@@ -59,7 +59,8 @@ def test_a_running_server_survives_a_hub_restart(hub, new_project):
 
 
 def sigint_ignored(pid: int) -> bool:
-    ignored = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigIgn:"))
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    ignored = next(line for line in status if line.startswith("SigIgn:"))  # a hexadecimal mask
     return bool(int(ignored.split()[1], 16) & (1 << (signal.SIGINT - 1)))
 
 
