@@ -72,10 +72,10 @@ def test_a_hub_started_in_the_background_still_interrupts_its_services(hub):
     hub.stop()
     hub.start(ignoring_sigint=True)
     hub_pid = int((hub.state_dir / "jupyterhub.pid").read_text())
-    children = [int(entry.name) for entry in Path("/proc").glob("[0-9]*")
-                if _parent(entry) == hub_pid]
-    services = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children}
-    services = {pid: cmd for pid, cmd in services.items() if b"hdshub.usage" in cmd or b"idle_culler" in cmd}
+    services = {int(entry.name): command for entry in Path("/proc").glob("[0-9]*")
+                if _parent(entry) == hub_pid
+                and (b"hdshub.usage" in (command := entry.joinpath("cmdline").read_bytes())
+                     or b"idle_culler" in command)}
     assert len(services) == 2, services
     assert [pid for pid in services if sigint_ignored(pid)] == []
 

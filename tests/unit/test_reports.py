@@ -325,61 +325,57 @@ def test_an_error_in_the_own_thread_reaches_the_awaiting_coroutine():
         asyncio.run(report_hub.in_own_thread(boom))
 
 
-@pytest.mark.parametrize("state", ["exited", "dead", "removing", None])
-def test_the_next_request_waits_for_the_end_of_a_run_whose_container_ended(monkeypatch, state):
-    """Once its container has ended, a run's end is being recorded (its folder hashed, its
-    container removed: Docker then says "removing"): a request about the project waits for
-    it rather than refusing "a report is still running". Docker's state is given here: a
-    removal cannot be held still in a real engine (the CI failure of stop 19 was one)."""
+def still_running_after_settling(monkeypatch, state: str | None, record_end) -> report_runs.ReportRun | None:
+    """report_hub.running() once a request's settle_ended is done, Docker saying `state` of the
+    run's container and the coroutine record_end(run) following the run. Docker's state is
+    given: a removal cannot be held still in a real engine (the CI failure of stop 19 was one)."""
     import asyncio
     from types import SimpleNamespace
 
     from hdshub import report_hub
 
-    run = report_runs.ReportRun(run="2026-12-06-lost", project="proj-ab12cd", source="descriptive", parameters={}, requested_by="ana", title="")
+    run = report_runs.ReportRun(run="2026-12-06-run", project="proj-ab12cd", source="descriptive",
+                                parameters={}, requested_by="ana", title="")
     monkeypatch.setattr(report_hub, "_runs", {run.project: {run.run: run}})
     monkeypatch.setattr(report_hub.docker, "from_env", lambda: None)
     monkeypatch.setattr(report_runs, "container_state", lambda client, project, name: state)
 
-    async def follower():  # records the end a moment later, as execute() does
+    async def in_thread(function, *args):
+        return function(*args)
+
+    async def scenario():
+        following = asyncio.ensure_future(record_end(run))
+        monkeypatch.setattr(report_hub, "_following", {(run.project, run.run): following})
+        await asyncio.wait_for(report_hub._ReportsBase.settle_ended(
+            SimpleNamespace(in_thread=in_thread), run.project), timeout=5)
+        following.cancel()
+        return report_hub.running(run.project)
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("state", ["exited", "dead", "removing", None])
+def test_the_next_request_waits_for_the_end_of_a_run_whose_container_ended(monkeypatch, state):
+    """Once its container has ended, a run's end is being recorded (its folder hashed, its
+    container removed: Docker then says "removing"): a request about the project waits for
+    it rather than refusing "a report is still running"."""
+    import asyncio
+
+    async def record_end(run):  # a moment later, as execute() does
         await asyncio.sleep(0.3)
         run.finished_at = 1.0
 
-    async def scenario():
-        monkeypatch.setattr(report_hub, "_following", {(run.project, run.run): asyncio.ensure_future(follower())})
-
-        async def in_thread(function, *args):
-            return function(*args)
-
-        await report_hub._ReportsBase.settle_ended(SimpleNamespace(in_thread=in_thread), run.project)
-        return report_hub.running(run.project)
-
-    assert asyncio.run(scenario()) is None
+    assert still_running_after_settling(monkeypatch, state, record_end) is None
 
 
 def test_a_request_does_not_wait_for_a_run_still_running(monkeypatch):
     import asyncio
-    from types import SimpleNamespace
 
-    from hdshub import report_hub
+    async def never_ends(run):
+        await asyncio.Event().wait()
 
-    run = report_runs.ReportRun(run="2026-12-06-live", project="proj-ab12cd", source="descriptive", parameters={}, requested_by="ana", title="")
-    monkeypatch.setattr(report_hub, "_runs", {run.project: {run.run: run}})
-    monkeypatch.setattr(report_hub.docker, "from_env", lambda: None)
-    monkeypatch.setattr(report_runs, "container_state", lambda client, project, name: "running")
-
-    async def scenario():
-        never = asyncio.get_running_loop().create_future()
-        monkeypatch.setattr(report_hub, "_following", {(run.project, run.run): never})
-
-        async def in_thread(function, *args):
-            return function(*args)
-
-        await asyncio.wait_for(report_hub._ReportsBase.settle_ended(
-            SimpleNamespace(in_thread=in_thread), run.project), timeout=5)
-        return report_hub.running(run.project)
-
-    assert asyncio.run(scenario()) is run
+    run = still_running_after_settling(monkeypatch, "running", never_ends)
+    assert run is not None and run.run == "2026-12-06-run"
 
 
 @pytest.mark.parametrize("line, kind", [
